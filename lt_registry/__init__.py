@@ -1,0 +1,29 @@
+"""lt_registry: calibrated long-tailed classification (UniMix, Bayias and their peers) as registries.
+
+    from lt_registry import create_loss, create_mixer, create_sampler, ClassPrior
+"""
+from ._registry import (
+    LOSSES, MIXERS, SAMPLERS, Registry,
+    create_loss, create_mixer, create_sampler,
+    is_loss, is_mixer, is_sampler,
+    list_losses, list_mixers, list_samplers,
+    register_loss, register_mixer, register_sampler,
+)
+from .prior import ClassPrior, long_tail_counts
+from .mixers import MixedTarget, Mixer, UNIMIX_PRESETS, tau_from_code
+from .losses import (LTLoss, DeferredReweighting, class_balanced_weights, ldam_margins,
+                     posthoc_logit_adjustment, adapt_logits_to_prior)
+from . import samplers as _samplers  # noqa: F401  (registers the samplers)
+from . import metrics  # noqa: F401
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Registry", "LOSSES", "MIXERS", "SAMPLERS",
+    "register_loss", "create_loss", "list_losses", "is_loss",
+    "register_mixer", "create_mixer", "list_mixers", "is_mixer",
+    "register_sampler", "create_sampler", "list_samplers", "is_sampler",
+    "ClassPrior", "long_tail_counts", "MixedTarget", "Mixer", "UNIMIX_PRESETS", "tau_from_code",
+    "LTLoss", "DeferredReweighting", "class_balanced_weights", "ldam_margins",
+    "posthoc_logit_adjustment", "adapt_logits_to_prior", "metrics", "__version__",
+]
