@@ -1,0 +1,26 @@
+"""Metrics of SPEC 6: accuracy splits (many/medium/few, head/mid/tail) and calibration (ECE, MCE, ACE, TACE,
+SCE, Brier, NLL, reliability bins), as functions on torch tensors.
+
+    from lt_registry.metrics import evaluate_predictions, calibration_metrics
+"""
+from .accuracy import per_class_accuracy, split_accuracy, top1_accuracy
+from .calibration import (
+    adaptive_calibration_error,
+    binning_scheme,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    reliability_bins,
+    static_calibration_error,
+)
+from .evaluate import evaluate_predictions
+
+__all__ = [
+    "top1_accuracy", "per_class_accuracy", "split_accuracy",
+    "calibration_metrics", "expected_calibration_error", "maximum_calibration_error",
+    "adaptive_calibration_error", "static_calibration_error", "brier_score", "negative_log_likelihood",
+    "reliability_bins", "binning_scheme",
+    "evaluate_predictions",
+]
