@@ -1,0 +1,217 @@
+"""The training recipe end to end: run folder, resume, errors, distributed (issue: training recipe)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lt_registry.engine import lr_at_epoch, spec_lr_scheduler
+from lt_registry.run import RunError, resolve_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "recipes" / "train.py"
+SHARED = ROOT.parent / "shared" / "data"
+TINY = ["--model", "resnet20_cifar", "--epochs", "2", "-b", "64", "--workers", "0", "--no-progress",
+        "--eval-interval", "1"]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def run_train(tmp_path, *args, name="run", check=True, timeout=600):
+    cmd = [sys.executable, str(TRAIN), "--output", str(tmp_path), "--experiment", name, *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"train.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def test_spec_lr_schedule_through_timm_matches_spec5():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    sched = spec_lr_scheduler(opt, epochs=200, lr=0.1)
+    seen = []
+    for e in range(200):
+        sched.step(e)
+        seen.append(opt.param_groups[0]["lr"])
+    # SPEC 5, 1-indexed e: lr * e / 5 for e <= 5, lr * 0.01 for e > 160, lr * 1e-4 for e > 180
+    spec = [0.1 * e / 5 if e <= 5 else 0.1 * (1e-4 if e > 180 else 0.01 if e > 160 else 1) for e in range(1, 201)]
+    assert seen == pytest.approx(spec, rel=1e-9)
+    assert [lr_at_epoch(e, 0.1) for e in range(200)] == pytest.approx(spec, rel=1e-9)
+
+
+def _args(**kw):
+    base = dict(epochs=200, warmup_epochs=None, decay_milestones=None, drw_epoch=None, drw=False, drs_epoch=None,
+                mix_off_epoch=None, mix="unimix", preset="paper")
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_schedule_scales_with_epochs():
+    s = resolve_schedule(_args())
+    assert s == {"warmup_epochs": 5, "decay_milestones": [160, 180], "drw_epoch": None, "drs_epoch": 160,
+                 "mix_off_epoch": 120}
+    s = resolve_schedule(_args(epochs=20, drw=True))
+    assert (s["decay_milestones"], s["drw_epoch"], s["mix_off_epoch"], s["warmup_epochs"]) == ([16, 18], 16, 12, 4)
+    assert resolve_schedule(_args(preset="official"))["mix_off_epoch"] is None
+    assert resolve_schedule(_args(mix="mixup"))["mix_off_epoch"] is None
+    with pytest.raises(RunError, match="--epochs must be >= 1"):
+        resolve_schedule(_args(epochs=0))
+
+
+def test_tiny_run_writes_a_complete_run_folder(tmp_path):
+    p = run_train(tmp_path, *TINY, "--mix", "unimix", "--loss", "bayias")
+    run = tmp_path / "run"
+    for f in ("train_args.yaml", "config.json", "model.safetensors", "metrics.json", "confusion.png", "README.md",
+              "calibration/reliability.png", "calibration/bins.csv", "checkpoints/latest"):
+        assert (run / f).is_file(), f
+    m = json.loads((run / "metrics.json").read_text())
+    final = m["final"]
+    for k in ("top1", "many", "medium", "few", "ece", "mce", "ace", "sce", "brier", "nll"):
+        assert isinstance(final[k], float), k
+    assert 0 <= final["top1"] <= 100 and len(final["per_class_accuracy"]) == 10
+    assert final["num_test_samples"] == 500  # every test image once
+    assert [r["epoch"] for r in m["epochs"]] == [0, 1] and m["epochs"][0]["mixing"] is True
+    assert "final epoch" in m["protocol"]["reported"]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["architecture"] == "resnet20_cifar" and cfg["num_classes"] == 10
+    assert cfg["lt"]["mixer"] == "unimix" and cfg["lt"]["preset"] == "paper" and len(cfg["lt"]["class_counts"]) == 10
+    for png in (run / "confusion.png", run / "calibration" / "reliability.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "run folder:" in p.stdout
+
+    # the folder loads with timm's local-dir: and predicts like the weights it holds
+    import timm
+    import lt_registry.models  # noqa: F401
+    from safetensors.torch import load_file
+
+    model = timm.create_model(f"local-dir:{run}", pretrained=True).eval()
+    ref = timm.create_model("resnet20_cifar", num_classes=10).eval()
+    ref.load_state_dict(load_file(run / "model.safetensors"))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))
+
+
+def test_ldam_run_uses_cosine_head_and_drw(tmp_path):
+    run_train(tmp_path, *TINY, "--loss", "ldam", "--drw-epoch", "1", name="ldam")
+    cfg = json.loads((tmp_path / "ldam" / "config.json").read_text())
+    assert cfg["model_args"].get("head") == "cosine"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--dataset", "cifar11_lt"], "unknown dataset 'cifar11_lt'; available: cifar100_lt, cifar10_lt"),
+    (["--model", "resnet33_cifar"], "unknown model 'resnet33_cifar'"),
+    (["--mix", "unimx"], "unknown mixer 'unimx'; available: mixup, none, remix, unimix"),
+    (["--loss", "bayes"], "unknown loss 'bayes'; available: bayias"),
+    (["--sampler", "balanced_class"], "unknown sampler 'balanced_class'"),
+    (["--num-classes", "7"], "--num-classes 7 disagrees with dataset 'digits_lt', which has 10 classes"),
+    (["--dataset", "cifar10_lt", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["--model", "resnet18", "--loss", "ldam"], "no cosine head option"),
+    (["--config", "/nonexistent.yaml"], "config file not found"),
+])
+def test_bad_input_ends_with_one_clear_message(tmp_path, flags, message):
+    p = run_train(tmp_path, *TINY, *flags, check=False, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    err = p.stderr.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and message in err[-1], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+
+
+def test_malformed_data_dir_and_config(tmp_path):
+    bad = tmp_path / "cifar"
+    bad.mkdir()
+    (bad / "train.npz").write_bytes(b"not a zip file")
+    p = run_train(tmp_path, *TINY, "--dataset", "cifar10_lt", "--data-dir", str(bad), check=False, timeout=120)
+    assert p.returncode == 2 and "error:" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 2\nlerning_rate: 0.1\n")
+    p = run_train(tmp_path, *TINY, "--config", str(cfg), check=False, timeout=120)
+    assert p.returncode == 2 and "unknown options ['lerning_rate']" in p.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    # LR x 1e30 from epoch 1 on: epoch 0 trains normally, epoch 1 overflows
+    p = run_train(tmp_path, *TINY, "--epochs", "3", "--warmup-epochs", "1", "--decay-milestones", "1",
+                  "--decay-rate", "1e30", name="nan", check=False)
+    assert p.returncode == 2, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert "non-finite loss" in last and "at epoch 1, step" in last and "epoch_0000" in last
+    run = tmp_path / "nan"
+    assert (run / "checkpoints" / "latest").read_text() == "epoch_0000"
+    assert (run / "checkpoints" / "epoch_0000" / "COMPLETE").is_file()
+    assert not (run / "model.safetensors").exists()
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+    return load_file(path)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
+    args = [*TINY, "--epochs", "4", "--mix", "unimix", "--loss", "bayias", "--eval-interval", "0"]
+    run_train(tmp_path, *args, name="straight")
+    cmd = [sys.executable, str(TRAIN), "--output", str(tmp_path), "--experiment", "killed", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text() == "epoch_0001":
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    p = subprocess.run([sys.executable, str(TRAIN), "--resume", str(tmp_path / "killed")], capture_output=True,
+                       text=True, env=_env(), cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed" in p.stdout
+    a, b = _weights(tmp_path / "straight" / "model.safetensors"), _weights(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert ma["final"]["top1"] == mb["final"]["top1"]
+    assert [r["train_loss"] for r in ma["epochs"]] == [r["train_loss"] for r in mb["epochs"]]
+
+
+@pytest.mark.distributed
+def test_two_process_run_counts_every_test_sample_once(tmp_path):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           str(TRAIN), "--output", str(tmp_path), "--experiment", "ddp", *TINY, "--mix", "unimix", "--loss", "bayias"]
+    env = _env()
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "2 process(es)" in p.stdout
+    m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert m["final"]["num_test_samples"] == 500
+    # both ranks' batches were counted: one epoch covers the whole training set once
+    n_train = sum(json.loads((tmp_path / "ddp" / "config.json").read_text())["lt"]["class_counts"])
+    assert m["epochs"][0]["train_samples"] >= n_train
+
+
+@pytest.mark.slow
+def test_cifar10_lt_one_epoch_on_real_data(tmp_path):
+    if not (SHARED / "cifar10-jpeg75" / "train.npz").is_file():
+        pytest.skip(f"real CIFAR-10 copy not found at {SHARED / 'cifar10-jpeg75'}")
+    run_train(tmp_path, "--config", str(ROOT / "recipes/configs/cifar10_lt_r100.yaml"),
+              "--data-dir", str(SHARED / "cifar10-jpeg75"), "--epochs", "1", "--workers", "2", "--no-progress",
+              name="c10", timeout=900)
+    m = json.loads((tmp_path / "c10" / "metrics.json").read_text())
+    cfg = json.loads((tmp_path / "c10" / "config.json").read_text())
+    assert cfg["lt"]["class_counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert m["final"]["num_test_samples"] == 10000
+    assert m["final"]["top1"] > 10.0  # one epoch already beats chance
