@@ -15,6 +15,7 @@ from .losses import (LTLoss, DeferredReweighting, class_balanced_weights, ldam_m
                      posthoc_logit_adjustment, adapt_logits_to_prior)
 from . import samplers as _samplers  # noqa: F401  (registers the samplers)
 from . import metrics  # noqa: F401
+from . import models  # noqa: F401  (registers the CIFAR ResNets and resnet10_lt with timm)
 
 __version__ = "0.1.0"
 

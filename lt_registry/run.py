@@ -81,7 +81,7 @@ def build_model(name: str, num_classes: int, head: str = "linear", **kwargs: Any
     except TypeError as e:
         if head == "cosine" and "head" in str(e):
             raise RunError(f"model {name!r} has no cosine head option, which LDAM needs; use one of "
-                           f"{', '.join(timm.list_models('*_cifar'))} or resnet10_lt, or pass --head linear") from None
+                           f"{', '.join(timm.list_models('*_cifar'))}, or pass --head linear") from None
         raise RunError(f"cannot build {name!r} with {kwargs}: {e}") from None
 
 

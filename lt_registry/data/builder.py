@@ -1,0 +1,228 @@
+"""``build_dataset(name, ...)``: the dataset registry (DESIGN: data/; SPEC 4).
+
+Registered names: ``cifar10_lt``, ``cifar100_lt`` (SPEC 4 selection from any CIFAR source), ``digits_lt``
+(embedded, no download), ``imagenet_lt``, ``inat2018``, ``places_lt`` (list files). Each builder returns an
+:class:`LTDataset`; a new dataset is one function with ``@register_dataset("name")``.
+
+    >>> ds = build_dataset("digits_lt", imb_factor=10)
+    >>> ds.num_classes, ds.class_counts[0], ds.class_counts[-1]
+    (10, 124, 12)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from torch.utils.data import Dataset
+
+from .._registry import Registry
+from .arrays import ImageArrays, TensorImageDataset
+from .cifar_lt import cifar_lt_indices, load_cifar
+from .embedded import load_digits_arrays
+from .imbalanced_test import imbalanced_test_indices
+from .lists import LIST_SETS, ListFileDataset, find_list_file
+from .transforms import CifarTestTransform, CifarTrainTransform
+
+__all__ = [
+    "DATASETS", "LTDataset", "build_dataset", "register_dataset", "list_datasets", "is_dataset",
+    "DEFAULT_IMB_FACTOR",
+]
+
+PathLike = Union[str, os.PathLike]
+Transform = Optional[Callable[[Any], Any]]
+
+DATASETS = Registry("dataset")
+register_dataset = DATASETS.register
+
+#: rho used by the CIFAR-style builders when none is given (the paper's headline setting).
+DEFAULT_IMB_FACTOR = 100.0
+
+
+@dataclass
+class LTDataset:
+    """A built long-tailed benchmark.
+
+    Attributes:
+        train / test: ``torch.utils.data.Dataset`` s yielding ``(image, label)``.
+        class_counts: training images per class (the input of :class:`~lt_registry.ClassPrior`).
+        num_classes / class_names: the label space.
+        name: registry name; imb_factor: rho of the training set (``None`` for list-file sets, whose
+            tail is fixed by the list).
+        meta: provenance for run records: source, ``n_max``, ``seed``, ``train_indices`` (into the
+            balanced train split), test counts and ``test_prior`` when ``test_imb_factor`` was given.
+    """
+
+    train: Dataset
+    test: Dataset
+    class_counts: List[int]
+    num_classes: int
+    class_names: List[str]
+    name: str = ""
+    imb_factor: Optional[float] = None
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def list_datasets(filter: str = "") -> List[str]:
+    """Registered dataset names, optionally fnmatch-filtered (``'cifar*'``)."""
+    return DATASETS.list(filter)
+
+
+def is_dataset(name: str) -> bool:
+    return name in DATASETS
+
+
+def build_dataset(name: str, data_dir: Optional[PathLike] = None, **kwargs: Any) -> LTDataset:
+    """Build a registered long-tailed dataset; an unknown name raises a ValueError listing the names.
+
+    Common keyword arguments (each builder documents its own):
+        imb_factor: training rho (CIFAR-style sets; default 100).
+        split: evaluation split, ``'test'`` (default) or ``'val'`` where the set has one.
+        test_imb_factor: build an imbalanced test set (SPEC 2) with this rho' instead of the balanced one.
+        train_transform / test_transform: override the defaults.
+        seed: seed of the long-tailed selection (0 in SPEC 4).
+    """
+    return DATASETS.create(name, data_dir=data_dir, **kwargs)
+
+
+# ---- CIFAR-style builders (in-memory arrays) ------------------------------------------------------------
+def _from_arrays(
+    name: str,
+    train: ImageArrays,
+    test: ImageArrays,
+    num_classes: int,
+    imb_factor: Optional[float],
+    n_max: Optional[int],
+    seed: int,
+    test_imb_factor: Optional[float],
+    train_transform: Transform,
+    test_transform: Transform,
+) -> LTDataset:
+    rho = DEFAULT_IMB_FACTOR if imb_factor is None else float(imb_factor)
+    idx, counts = cifar_lt_indices(train.labels, num_classes, rho, n_max=n_max, seed=seed)
+    names = list(train.class_names)
+    tr = TensorImageDataset(train.images[idx], train.labels[idx],
+                            train_transform if train_transform is not None else CifarTrainTransform(),
+                            names, num_classes)
+    te_tf = test_transform if test_transform is not None else CifarTestTransform()
+    meta: Dict[str, Any] = dict(source_train=train.source, source_test=test.source, seed=seed,
+                                n_max=max(counts), train_indices=idx)
+    if test_imb_factor is None:
+        te = TensorImageDataset(test.images, test.labels, te_tf, names, num_classes)
+    else:
+        sel = imbalanced_test_indices(test.labels, num_classes, float(test_imb_factor), seed=seed)
+        te = TensorImageDataset(test.images[sel.indices], test.labels[sel.indices], te_tf, names, num_classes)
+        meta.update(test_imb_factor=float(test_imb_factor), test_indices=sel.indices,
+                    test_prior=sel.prior.tolist())
+    meta["test_counts"] = te.class_counts
+    return LTDataset(tr, te, list(counts), num_classes, names, name, rho, meta)
+
+
+def _check_split(split: str, allowed: tuple) -> None:
+    if split not in allowed:
+        raise ValueError(f"split must be one of {allowed}, got {split!r}.")
+
+
+def _cifar_builder(key: str, C: int, registry_name: str) -> Callable[..., LTDataset]:
+    def build(
+        data_dir: Optional[PathLike] = None,
+        imb_factor: Optional[float] = None,
+        split: str = "test",
+        n_max: Optional[int] = None,
+        seed: int = 0,
+        test_imb_factor: Optional[float] = None,
+        train_transform: Transform = None,
+        test_transform: Transform = None,
+        hub_id: Optional[str] = None,
+    ) -> LTDataset:
+        _check_split(split, ("test",))
+        train = load_cifar(key, data_dir, "train", hub_id=hub_id)
+        test = load_cifar(key, data_dir, "test", hub_id=hub_id)
+        return _from_arrays(registry_name, train, test, C, imb_factor, n_max, seed, test_imb_factor,
+                            train_transform, test_transform)
+
+    build.__name__ = f"build_{registry_name}"
+    build.__doc__ = (f"CIFAR-{C}-LT (SPEC 4): {key} from ``data_dir`` (or the Hub), long-tailed at ``imb_factor`` "
+                     f"(default {DEFAULT_IMB_FACTOR:g}), balanced test set unless ``test_imb_factor``.")
+    return build
+
+
+register_dataset("cifar10_lt", aliases=("cifar10",))(_cifar_builder("cifar10", 10, "cifar10_lt"))
+register_dataset("cifar100_lt", aliases=("cifar100",))(_cifar_builder("cifar100", 100, "cifar100_lt"))
+
+
+@register_dataset("digits_lt", aliases=("digits",))
+def build_digits_lt(
+    data_dir: Optional[PathLike] = None,
+    imb_factor: Optional[float] = None,
+    split: str = "test",
+    n_max: Optional[int] = None,
+    seed: int = 0,
+    test_imb_factor: Optional[float] = None,
+    train_transform: Transform = None,
+    test_transform: Transform = None,
+    test_per_class: int = 50,
+) -> LTDataset:
+    """Embedded digits made long-tailed by the SPEC 4 rule (no download; see :mod:`lt_registry.data.embedded`).
+
+    ``imb_factor`` defaults to 10 here (124 down to 12 training images per class): at rho = 100 the
+    smallest digit class would keep a single image of ~130.
+    """
+    if data_dir is not None:
+        raise ValueError("digits_lt is embedded (scikit-learn's bundled digits) and takes no data_dir.")
+    _check_split(split, ("test",))
+    train = load_digits_arrays("train", test_per_class)
+    test = load_digits_arrays("test", test_per_class)
+    return _from_arrays("digits_lt", train, test, 10, 10.0 if imb_factor is None else imb_factor, n_max, seed,
+                        test_imb_factor,
+                        train_transform, test_transform)
+
+
+# ---- list-file builders -------------------------------------------------------------------------------------
+def _list_builder(name: str) -> Callable[..., LTDataset]:
+    C, prefix, folder, default_split = LIST_SETS[name]
+
+    def build(
+        data_dir: Optional[PathLike] = None,
+        imb_factor: Optional[float] = None,
+        split: Optional[str] = None,
+        list_dir: Optional[PathLike] = None,
+        train_transform: Transform = None,
+        test_transform: Transform = None,
+        img_size: int = 224,
+    ) -> LTDataset:
+        if data_dir is None:
+            raise ValueError(f"{name} needs data_dir: the image root the list files' relative paths start from.")
+        if imb_factor is not None:
+            raise ValueError(f"{name} has the fixed long tail of its list file; imb_factor does not apply.")
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"{name} image root {str(root)!r} does not exist or is not a folder.")
+        lists = Path(list_dir) if list_dir is not None else root
+        eval_split = split or default_split
+        if train_transform is None or test_transform is None:
+            from timm.data import create_transform
+
+            # RandomResizedCrop + flip + colour jitter 0.4 / resize 256 + centre crop 224: the field's recipe
+            if train_transform is None:
+                train_transform = create_transform(img_size, is_training=True, interpolation="bilinear")
+            if test_transform is None:
+                test_transform = create_transform(img_size, is_training=False, interpolation="bilinear")
+        tr = ListFileDataset(find_list_file(name, "train", lists), root, train_transform, C)
+        te = ListFileDataset(find_list_file(name, eval_split, lists), root, test_transform, C)
+        counts = tr.class_counts
+        meta = dict(train_list=str(tr.list_file), test_list=str(te.list_file), image_root=str(root),
+                    split=eval_split, test_counts=te.class_counts)
+        return LTDataset(tr, te, counts, C, tr.class_names, name, None, meta)
+
+    build.__name__ = f"build_{name}"
+    build.__doc__ = (f"{prefix} from list files ``{prefix}_train.txt`` / ``{prefix}_<split>.txt`` (in ``list_dir`` or "
+                     f"``list_dir/{folder}``, default ``data_dir``) and images under ``data_dir`` (SPEC 4). "
+                     f"Evaluation split default {default_split!r}.")
+    return build
+
+
+register_dataset("imagenet_lt")(_list_builder("imagenet_lt"))
+register_dataset("inat2018", aliases=("inaturalist2018", "inat18"))(_list_builder("inat2018"))
+register_dataset("places_lt")(_list_builder("places_lt"))
