@@ -33,23 +33,25 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainState:
-    """What a resumed run needs beyond model/optimizer/scheduler/RNG (saved through accelerate)."""
+    """What a resumed run needs beyond model/optimizer/scheduler/RNG (saved through accelerate):
+    the next epoch, the per-epoch log, and the device generators (mixing, on-device augmentation)."""
 
     epoch: int = 0  # next epoch to run (0-indexed)
     history: List[Dict[str, Any]] = field(default_factory=list)
-    mix_generator: Optional[torch.Generator] = None
+    generators: Dict[str, torch.Generator] = field(default_factory=dict)
 
     def state_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"epoch": self.epoch, "history": json.dumps(self.history)}
-        if self.mix_generator is not None:
-            d["mix_generator"] = self.mix_generator.get_state()
+        for name, g in self.generators.items():
+            d[f"generator.{name}"] = g.get_state()
         return d
 
     def load_state_dict(self, d: Dict[str, Any]) -> None:
         self.epoch = int(d["epoch"])
         self.history = json.loads(d["history"])
-        if self.mix_generator is not None and "mix_generator" in d:
-            self.mix_generator.set_state(d["mix_generator"].cpu() if torch.is_tensor(d["mix_generator"]) else d["mix_generator"])
+        for name, g in self.generators.items():
+            if f"generator.{name}" in d:
+                g.set_state(d[f"generator.{name}"].cpu())
 
 
 def lr_at_epoch(epoch: int, lr: float, warmup_epochs: int = 5, milestones: Tuple[int, ...] = (160, 180),
@@ -148,15 +150,19 @@ def _raise_if_bad(accelerator: Any, bad_step: torch.Tensor, loss_sum: torch.Tens
 def evaluate(model: nn.Module, loader: Any, accelerator: Any,
              batch_transform: Optional[Callable] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Logits [N, C] and labels [N] over the whole loader, gathered from every process with
-    ``gather_for_metrics`` so each sample counts exactly once (padding of the last batch dropped)."""
+    ``gather_for_metrics`` so each sample counts exactly once (padding of the last batch dropped). A
+    ``replicated`` loader (the fast path's) already gives every process the whole set."""
     model.eval()
     outs, ys = [], []
+    replicated = getattr(loader, "replicated", False)  # every process saw the whole set: nothing to gather
     for x, y in loader:
         if batch_transform is not None:
             x = batch_transform(x)
         with accelerator.autocast():
             z = model(x)
-        z, y = accelerator.gather_for_metrics((z.float().contiguous(), y.contiguous()))
+        z, y = z.float().contiguous(), y.contiguous()
+        if not replicated:
+            z, y = accelerator.gather_for_metrics((z, y))
         outs.append(z.cpu())
         ys.append(y.cpu())
     model.train()

@@ -38,6 +38,8 @@ def save_model_folder(model: torch.nn.Module, run_dir: PathLike, lt_block: Dict[
     cfg: Dict[str, Any] = {"lt": lt_block}
     if lt_block.get("class_names"):
         cfg["label_names"] = list(lt_block["class_names"])
+    # channels-last (fast path) weights are strided views safetensors will not write: pack them first
+    model = model.to(memory_format=torch.contiguous_format)
     save_for_hf(model, str(run_dir), model_config=cfg, safe_serialization=True)
     return run_dir
 

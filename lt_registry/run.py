@@ -12,11 +12,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -32,6 +33,16 @@ PERCENT_KEYS = ("top1", "many", "medium", "few", "head", "mid", "tail", "ece", "
 
 class RunError(RuntimeError):
     """A user-facing problem with a run's inputs: printed as one line, no traceback."""
+
+
+@contextlib.contextmanager
+def user_input_errors() -> Iterator[None]:
+    """Turn the library's input errors (ValueError, missing files) raised while a run is being set up into
+    :class:`RunError`. Errors during training keep their traceback: they are bugs, not bad input."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
+        raise RunError(str(e)) from None
 
 
 def _scaled(epochs: int, at_200: int) -> int:

@@ -34,7 +34,7 @@ import lt_registry
 from lt_registry import (ClassPrior, DeferredReweighting, create_loss, create_mixer, create_sampler, is_loss,
                          is_mixer, is_sampler, list_losses, list_mixers, list_samplers)
 from lt_registry.run import (RunError, build_model, check_model_classes, describe_versions, finalize_run,
-                             resolve_schedule)
+                             resolve_schedule, user_input_errors)
 
 # ---- arguments -----------------------------------------------------------------------------------------
 config_parser = argparse.ArgumentParser(add_help=False)
@@ -53,6 +53,9 @@ g.add_argument("--test-imb-factor", type=float, default=None, help="imbalanced t
 g.add_argument("--sampler", default="random", help=f"training sampler: {', '.join(list_samplers())}")
 g.add_argument("--drs-epoch", type=int, default=None, help="with --sampler drs: epoch of the switch")
 g.add_argument("-j", "--workers", type=int, default=2, help="data loading workers per process")
+g.add_argument("--fast-path", default="auto", choices=["auto", "on", "off"],
+               help="keep the uint8 training set on the device and augment there in batch (auto: on GPU "
+                    "for in-memory datasets such as CIFAR)")
 g = parser.add_argument_group("model")
 g.add_argument("--model", default="resnet32_cifar", help="timm model name (our CIFAR ResNets or any timm model)")
 g.add_argument("--head", default="auto", choices=["auto", "linear", "cosine"],
@@ -84,6 +87,9 @@ g.add_argument("--decay-milestones", type=int, nargs="*", default=None, help="0-
 g.add_argument("--decay-rate", type=float, default=0.01)
 g.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"],
                help="overrides accelerate's launch setting")
+g.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
+               help="channels-last memory format (default: on with the fast path)")
+g.add_argument("--compile", action="store_true", help="torch.compile the model")
 g = parser.add_argument_group("run")
 g.add_argument("--seed", type=int, default=0)
 g.add_argument("--output", default="output/train", help="parent folder of run folders")
@@ -153,6 +159,7 @@ def training_function(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from lt_registry.data import build_dataset, is_dataset, list_datasets
+    from lt_registry.data.device_loader import DeviceTensorLoader, fits_on_device
     from lt_registry.engine import (CheckpointManager, NonFiniteLossError, TrainState, evaluate, spec_lr_scheduler,
                                     train_one_epoch)
 
@@ -172,58 +179,81 @@ def training_function(args: argparse.Namespace) -> int:
     say = accelerator.print
     set_seed(args.seed)
 
-    ds = build_dataset(args.dataset, data_dir=args.data_dir, imb_factor=args.imb_factor,
-                       test_imb_factor=args.test_imb_factor)
-    prior = ClassPrior(ds.class_counts)
-    C = ds.num_classes
-    if args.num_classes is not None and args.num_classes != C:
-        raise RunError(f"--num-classes {args.num_classes} disagrees with dataset {args.dataset!r}, which has {C} "
-                       "classes; drop the flag or pick the matching dataset")
-    sched = resolve_schedule(args)
-    head = ("cosine" if args.loss == "ldam" else "linear") if args.head == "auto" else args.head
-    model = build_model(args.model, C, head=head, **_kv(args.model_kwargs, "--model-kwargs"))
-    check_model_classes(model, C, args.model)
+    with user_input_errors():  # bad data, names or options: one line, no traceback
+        ds = build_dataset(args.dataset, data_dir=args.data_dir, imb_factor=args.imb_factor,
+                           test_imb_factor=args.test_imb_factor)
+        prior = ClassPrior(ds.class_counts)
+        C = ds.num_classes
+        if args.num_classes is not None and args.num_classes != C:
+            raise RunError(f"--num-classes {args.num_classes} disagrees with dataset {args.dataset!r}, which has {C} "
+                           "classes; drop the flag or pick the matching dataset")
+        sched = resolve_schedule(args)
+        head = ("cosine" if args.loss == "ldam" else "linear") if args.head == "auto" else args.head
+        model = build_model(args.model, C, head=head, **_kv(args.model_kwargs, "--model-kwargs"))
+        check_model_classes(model, C, args.model)
 
-    mixer_opts = _kv(args.mixer_kwargs, "--mixer-kwargs")
-    if args.mix_alpha is not None:
-        mixer_opts["alpha"] = args.mix_alpha
-    if args.mix == "unimix":
-        mixer_opts.setdefault("preset", args.preset)
-        mixer_opts.setdefault("dataset", args.dataset)
-        if args.mix_tau is not None:
-            mixer_opts["tau"] = args.mix_tau
-    mixer = create_mixer(args.mix, class_counts=prior, **mixer_opts)
-    loss_fn = create_loss(args.loss, class_counts=prior, **_kv(args.loss_kwargs, "--loss-kwargs"))
-    drw = DeferredReweighting(prior, start_epoch=sched["drw_epoch"], beta=args.drw_beta) \
-        if sched["drw_epoch"] is not None else None
+        mixer_opts = _kv(args.mixer_kwargs, "--mixer-kwargs")
+        if args.mix_alpha is not None:
+            mixer_opts["alpha"] = args.mix_alpha
+        if args.mix == "unimix":
+            mixer_opts.setdefault("preset", args.preset)
+            mixer_opts.setdefault("dataset", args.dataset)
+            if args.mix_tau is not None:
+                mixer_opts["tau"] = args.mix_tau
+        mixer = create_mixer(args.mix, class_counts=prior, **mixer_opts)
+        loss_fn = create_loss(args.loss, class_counts=prior, **_kv(args.loss_kwargs, "--loss-kwargs"))
+        drw = DeferredReweighting(prior, start_epoch=sched["drw_epoch"], beta=args.drw_beta) \
+            if sched["drw_epoch"] is not None else None
 
-    train_labels = torch.as_tensor(ds.train.labels)
-    sampler_opts: Dict[str, Any] = {"seed": args.seed}
-    if args.sampler == "progressive":
-        sampler_opts["total_epochs"] = args.epochs
-    if args.sampler == "drs":
-        sampler_opts["start_epoch"] = sched["drs_epoch"]
-    sampler = create_sampler(args.sampler, labels=train_labels, **sampler_opts)
-    loader_kw = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=accelerator.device.type == "cuda",
-                     persistent_workers=args.workers > 0, drop_last=False)
-    train_loader = DataLoader(ds.train, sampler=sampler, **loader_kw)
-    partner_loader = None
-    if getattr(mixer, "partner", None) == "dataset":
+        train_labels = torch.as_tensor(ds.train.labels)
+        sampler_opts: Dict[str, Any] = {"seed": args.seed}
+        if args.sampler == "progressive":
+            sampler_opts["total_epochs"] = args.epochs
+        if args.sampler == "drs":
+            sampler_opts["start_epoch"] = sched["drs_epoch"]
+        sampler = create_sampler(args.sampler, labels=train_labels, **sampler_opts)
+    partner_sampler = None
+    if args.mix != "none" and getattr(mixer, "partner", None) == "dataset":
         partner_sampler = create_sampler("prior_power", labels=train_labels, tau=mixer.tau, seed=args.seed + 1)
-        partner_loader = DataLoader(ds.train, sampler=partner_sampler, **loader_kw)
-    test_loader = DataLoader(ds.test, batch_size=max(args.batch_size, 256), shuffle=False, num_workers=args.workers,
-                             persistent_workers=args.workers > 0)
+    dev = accelerator.device
+    fast = args.fast_path == "on" or (args.fast_path == "auto" and dev.type == "cuda" and fits_on_device(ds.train))
+    if fast and not (fits_on_device(ds.train) and fits_on_device(ds.test)):
+        raise RunError(f"--fast-path on needs an in-memory dataset (CIFAR-style arrays); {args.dataset} is not")
+    channels_last = fast if args.channels_last is None else args.channels_last
+    generators = {"mix": torch.Generator(device=dev).manual_seed(args.seed * 1000 + accelerator.process_index)}
+    eval_bs = max(args.batch_size, 256)
+    if fast:
+        def device_loader(data, smp, name):
+            generators[name] = torch.Generator(device=dev).manual_seed(args.seed * 1000 + 7 + len(generators))
+            return DeviceTensorLoader(data, args.batch_size, dev, sampler=smp, generator=generators[name],
+                                      num_processes=accelerator.num_processes,
+                                      process_index=accelerator.process_index, channels_last=channels_last)
+        train_loader = device_loader(ds.train, sampler, "aug")
+        partner_loader = device_loader(ds.train, partner_sampler, "partner_aug") if partner_sampler else None
+        test_loader = DeviceTensorLoader(ds.test, eval_bs, dev, channels_last=channels_last, replicated=True)
+    else:
+        loader_kw = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=dev.type == "cuda",
+                         persistent_workers=args.workers > 0, drop_last=False)
+        train_loader = DataLoader(ds.train, sampler=sampler, **loader_kw)
+        partner_loader = DataLoader(ds.train, sampler=partner_sampler, **loader_kw) if partner_sampler else None
+        test_loader = DataLoader(ds.test, batch_size=eval_bs, shuffle=False, num_workers=args.workers,
+                                 persistent_workers=args.workers > 0)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
 
     from timm.optim import create_optimizer_v2
     optimizer = create_optimizer_v2(model, args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
     scheduler = spec_lr_scheduler(optimizer, epochs=args.epochs, lr=args.lr, warmup_epochs=sched["warmup_epochs"],
                                   milestones=tuple(sched["decay_milestones"]), decay_rate=args.decay_rate)
-    model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
-    loss_fn = loss_fn.to(accelerator.device)  # no parameters: nothing for DDP to wrap
-    if partner_loader is not None:
-        partner_loader = accelerator.prepare(partner_loader)
-    mix_gen = torch.Generator(device=accelerator.device).manual_seed(args.seed * 1000 + accelerator.process_index)
-    state = TrainState(mix_generator=mix_gen)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if not fast:
+        train_loader, test_loader = accelerator.prepare(train_loader, test_loader)
+        if partner_loader is not None:
+            partner_loader = accelerator.prepare(partner_loader)
+    if args.compile:
+        model = torch.compile(model)
+    loss_fn = loss_fn.to(dev)  # no parameters: nothing for DDP to wrap
+    state = TrainState(generators=generators)
     accelerator.register_for_checkpointing(state)
     ckpt = CheckpointManager(run_dir, accelerator, keep=args.checkpoint_keep)
 
@@ -240,7 +270,9 @@ def training_function(args: argparse.Namespace) -> int:
                                                         if isinstance(v, (int, float, str, bool))})
     say(f"run folder: {run_dir}\n{args.dataset}: {len(ds.train)} train / {len(ds.test)} test images, {C} classes, "
         f"imbalance {prior.imbalance_factor:.1f}; model {args.model} ({head} head); mixer {mixer!r}; loss {args.loss}; "
-        f"sampler {args.sampler}; {accelerator.num_processes} process(es) on {accelerator.device}")
+        f"sampler {args.sampler}; {accelerator.num_processes} process(es) on {accelerator.device}"
+        + ("; fast path (data on device)" if fast else "") + (f"; {accelerator.mixed_precision}" if
+                                                               accelerator.mixed_precision != "no" else ""))
 
     progress = not args.no_progress and accelerator.is_local_main_process
     try:
@@ -253,7 +285,7 @@ def training_function(args: argparse.Namespace) -> int:
             stats = train_one_epoch(model, train_loader, loss_fn, optimizer, accelerator, epoch=epoch,
                                     mixer=mixer if mixing else None,
                                     partner_loader=partner_loader if mixing else None,
-                                    generator=mix_gen, progress=progress)
+                                    generator=generators["mix"], progress=progress)
             row: Dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "mixing": mixing, **stats}
             last = epoch == args.epochs - 1
             if not last and args.eval_interval and (epoch + 1) % args.eval_interval == 0:
@@ -273,7 +305,7 @@ def training_function(args: argparse.Namespace) -> int:
 
     logits, labels = evaluate(model, test_loader, accelerator)
     if accelerator.is_main_process:
-        finalize_run(run_dir, accelerator.unwrap_model(model), logits, labels, ds, prior, args, state.history,
+        finalize_run(run_dir, accelerator.unwrap_model(model, keep_torch_compile=False), logits, labels, ds, prior, args, state.history,
                      mixer=mixer, versions=describe_versions())
         say(f"final (epoch {args.epochs}): " + json.dumps({k: round(v, 2) for k, v in
                                                             json.loads((run_dir / "metrics.json").read_text())["final"].items()
@@ -294,9 +326,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parse_args(argv)
         return training_function(args)
     except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
