@@ -16,6 +16,7 @@ from .losses import (LTLoss, DeferredReweighting, class_balanced_weights, ldam_m
 from . import samplers as _samplers  # noqa: F401  (registers the samplers)
 from . import metrics  # noqa: F401
 from . import models  # noqa: F401  (registers the CIFAR ResNets and resnet10_lt with timm)
+from . import hub  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -24,7 +24,7 @@ import torch
 from .prior import ClassPrior
 
 __all__ = ["RunError", "resolve_schedule", "build_model", "check_model_classes", "describe_versions",
-           "final_metrics", "finalize_run", "PERCENT_KEYS"]
+           "final_metrics", "write_eval_report", "finalize_run", "peak_memory", "PERCENT_KEYS", "user_input_errors"]
 
 #: final metrics stored in percent in metrics.json (SPEC 6 names)
 PERCENT_KEYS = ("top1", "many", "medium", "few", "head", "mid", "tail", "ece", "mce", "ace", "tace", "sce",
@@ -120,6 +120,20 @@ def describe_versions() -> Dict[str, str]:
     return out
 
 
+def peak_memory(device: torch.device) -> Dict[str, Any]:
+    """Peak memory of this process: accelerator memory allocated by torch on GPU, resident set size on CPU."""
+    out: Dict[str, Any] = {}
+    if device.type == "cuda":
+        out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        out["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        import resource
+        out["peak_host_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):
+        pass
+    return out
+
+
 def _pct(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(100.0 * float(v), 4)
 
@@ -135,15 +149,39 @@ def final_metrics(logits: torch.Tensor, labels: torch.Tensor, prior: ClassPrior,
     return {"final": final, "bins": m["bins"]}
 
 
+def write_eval_report(out_dir: Path, logits: torch.Tensor, labels: torch.Tensor, prior: ClassPrior,
+                      class_names: List[str], title: str) -> Dict[str, Any]:
+    """``final`` metrics plus ``calibration/`` (reliability.png, bins.csv) and ``confusion.png`` in ``out_dir``:
+    the evaluation report of a training run and of ``recipes/evaluate.py`` alike."""
+    from . import report
+
+    out_dir = Path(out_dir)
+    res = final_metrics(logits, labels, prior)
+    final, bins = res["final"], res["bins"]
+    cal = out_dir / "calibration"
+    cal.mkdir(parents=True, exist_ok=True)
+    report.reliability_diagram(bins, cal / "reliability.png", title=title, ece=final["ece"] / 100,
+                               mce=final["mce"] / 100)
+    report.write_bins_table(bins, cal / "bins.csv")
+    cm = report.confusion_matrix(logits.argmax(1), labels, prior.num_classes)
+    report.plot_confusion(cm, out_dir / "confusion.png", class_names=list(class_names))
+    return res
+
+
 def finalize_run(run_dir: Path, model: torch.nn.Module, logits: torch.Tensor, labels: torch.Tensor, ds: Any,
                  prior: ClassPrior, args: Any, history: List[Dict[str, Any]], *, mixer: Any = None,
-                 versions: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """Write metrics.json, calibration/, confusion.png, config.json + model.safetensors and the model card."""
-    from . import report
+                 versions: Optional[Dict[str, str]] = None, resources: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Write metrics.json, calibration/, confusion.png, config.json + model.safetensors and the model card.
+
+    ``logits`` are the model's raw outputs; a cosine head (LDAM) is scored as ``s * cos`` with the loss's
+    scale ``s``, recorded as ``logit_scale`` in the ``lt`` block, since raw cosines in [-1, 1] would make
+    every softmax near-uniform and the calibration numbers meaningless."""
     from .hub import save_model_folder
 
     run_dir = Path(run_dir)
-    res = final_metrics(logits, labels, prior)
+    scale = float(getattr(args, "logit_scale", 1.0) or 1.0)
+    res = write_eval_report(run_dir, logits * scale, labels, prior, list(ds.class_names),
+                            f"{args.dataset} {args.mix}+{args.loss}")
     final, bins = res["final"], res["bins"]
     lt_block = {
         "dataset": args.dataset, "imb_factor": getattr(ds, "imb_factor", None),
@@ -151,7 +189,7 @@ def finalize_run(run_dir: Path, model: torch.nn.Module, logits: torch.Tensor, la
         "class_counts": [int(c) for c in ds.class_counts], "prior": [float(p) for p in prior.probs.tolist()],
         "class_names": list(ds.class_names), "mixer": args.mix, "mixer_repr": repr(mixer) if mixer is not None else None,
         "loss": args.loss, "preset": args.preset if args.mix == "unimix" else None, "sampler": args.sampler,
-        "seed": args.seed, "epochs": args.epochs, "versions": versions or {},
+        "seed": args.seed, "epochs": args.epochs, "logit_scale": scale, "versions": versions or {},
     }
     metrics = {
         "final": final,
@@ -161,17 +199,9 @@ def finalize_run(run_dir: Path, model: torch.nn.Module, logits: torch.Tensor, la
                      "splits": "many > 100, medium 20-100, few < 20 training images; head/mid/tail by class-index thirds",
                      "units": "percent"},
         "lt": lt_block,
+        "resources": resources or {},
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    cal = run_dir / "calibration"
-    cal.mkdir(exist_ok=True)
-    title = f"{args.dataset} {args.mix}+{args.loss}"
-    report.reliability_diagram(bins, cal / "reliability.png", title=title, ece=final["ece"] / 100,
-                               mce=final["mce"] / 100)
-    report.write_bins_table(bins, cal / "bins.csv")
-    preds = logits.argmax(1)
-    cm = report.confusion_matrix(preds, labels, prior.num_classes)
-    report.plot_confusion(cm, run_dir / "confusion.png", class_names=list(ds.class_names))
     save_model_folder(model, run_dir, lt_block)
     from .hub import write_model_card
     write_model_card(run_dir)

@@ -33,8 +33,9 @@ import yaml
 import lt_registry
 from lt_registry import (ClassPrior, DeferredReweighting, create_loss, create_mixer, create_sampler, is_loss,
                          is_mixer, is_sampler, list_losses, list_mixers, list_samplers)
+from lt_registry.hub import HubError
 from lt_registry.run import (RunError, build_model, check_model_classes, describe_versions, finalize_run,
-                             resolve_schedule, user_input_errors)
+                             resolve_schedule, user_input_errors, peak_memory)
 
 # ---- arguments -----------------------------------------------------------------------------------------
 config_parser = argparse.ArgumentParser(add_help=False)
@@ -170,6 +171,12 @@ def training_function(args: argparse.Namespace) -> int:
         if not ok(name):
             raise RunError(f"unknown {kind} {name!r}; available: {', '.join(avail())}")
 
+    if args.push_to_hub:  # fail before training, not after it
+        if not args.hub_model_id:
+            raise RunError("--push-to-hub needs --hub-model-id USER/NAME")
+        from lt_registry.hub import check_push_args
+        check_push_args(args.hub_model_id)
+
     run_dir = Path(args.resume) if args.resume else Path(args.output) / (args.experiment or "-".join(
         [time.strftime("%Y%m%d-%H%M%S"), args.dataset, args.mix, args.loss]))
     # several processes on a machine without an accelerator: accelerate uses gloo only when told cpu=True
@@ -275,6 +282,7 @@ def training_function(args: argparse.Namespace) -> int:
                                                                accelerator.mixed_precision != "no" else ""))
 
     progress = not args.no_progress and accelerator.is_local_main_process
+    t_start = time.perf_counter()
     try:
         for epoch in range(state.epoch, args.epochs):
             scheduler.step(epoch)
@@ -304,9 +312,14 @@ def training_function(args: argparse.Namespace) -> int:
                        f"resume with --resume {run_dir} after fixing the cause.") from None
 
     logits, labels = evaluate(model, test_loader, accelerator)
+    args.logit_scale = getattr(loss_fn, "scale", 1.0) if head == "cosine" else 1.0  # LDAM scores s * cos
     if accelerator.is_main_process:
         finalize_run(run_dir, accelerator.unwrap_model(model, keep_torch_compile=False), logits, labels, ds, prior, args, state.history,
-                     mixer=mixer, versions=describe_versions())
+                     mixer=mixer, versions=describe_versions(),
+                     resources={"wall_time_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
+                                "num_processes": accelerator.num_processes, "fast_path": fast,
+                                "mixed_precision": accelerator.mixed_precision, "resumed": bool(args.resume),
+                                **peak_memory(dev)})
         say(f"final (epoch {args.epochs}): " + json.dumps({k: round(v, 2) for k, v in
                                                             json.loads((run_dir / "metrics.json").read_text())["final"].items()
                                                             if isinstance(v, float)}))
@@ -325,7 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = parse_args(argv)
         return training_function(args)
-    except RunError as e:
+    except (RunError, HubError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

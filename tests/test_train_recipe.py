@@ -105,6 +105,7 @@ def test_ldam_run_uses_cosine_head_and_drw(tmp_path):
     run_train(tmp_path, *TINY, "--loss", "ldam", "--drw-epoch", "1", name="ldam")
     cfg = json.loads((tmp_path / "ldam" / "config.json").read_text())
     assert cfg["model_args"].get("head") == "cosine"
+    assert cfg["lt"]["logit_scale"] == 30.0  # calibration is scored on s * cos, the logits LDAM trains
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -1,0 +1,106 @@
+"""recipes/evaluate.py: a checkpoint evaluated again gives the run's own numbers; imbalanced test sets with
+the post-hoc prior adaptation (SPEC 2); one-line errors."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_hub import train_tiny_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def evaluate_recipe():
+    spec = importlib.util.spec_from_file_location("lt_evaluate_recipe", ROOT / "recipes" / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def two_threads():
+    # the run was evaluated by a process with OMP_NUM_THREADS=2: same kernels, same summation order
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_evaluating_a_run_reproduces_its_final_metrics(tiny_run, evaluate_recipe, tmp_path, two_threads, capsys):
+    from lt_registry.report import read_bins_table
+
+    out = tmp_path / "eval"
+    assert evaluate_recipe.main([str(tiny_run), "--output", str(out)]) == 0
+    assert "500 test images" in capsys.readouterr().out
+    got = json.loads((out / "metrics.json").read_text())
+    ref = json.loads((tiny_run / "metrics.json").read_text())["final"]
+    final = got["final"]
+    assert final["top1"] == ref["top1"] and 20 < ref["top1"] < 100  # a model that learned something
+    for k in ("many", "medium", "few", "head", "mid", "tail", "per_class_accuracy", "num_test_samples"):
+        assert final[k] == ref[k], k
+    for k in ("ece", "mce", "ace", "tace", "sce", "brier", "nll"):
+        assert final[k] == pytest.approx(ref[k], abs=1e-3), k
+    assert set(final) == set(ref)
+    assert got["evaluation"]["dataset"] == "digits_lt" and got["evaluation"]["adapt_prior"] is False
+    assert got["lt"]["class_counts"] == ref_counts(tiny_run)
+    for png in (out / "confusion.png", out / "calibration" / "reliability.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bins = read_bins_table(out / "calibration" / "bins.csv")
+    run_bins = read_bins_table(tiny_run / "calibration" / "bins.csv")
+    assert list(bins["count"]) == list(run_bins["count"])
+
+
+def ref_counts(run: Path):
+    return json.loads((run / "config.json").read_text())["lt"]["class_counts"]
+
+
+def test_adapt_prior_on_an_imbalanced_test_set(tiny_run, evaluate_recipe, tmp_path, two_threads):
+    from lt_registry.data import build_dataset
+    from lt_registry.hub import from_pretrained
+
+    out = tmp_path / "r10"
+    argv = [f"local-dir:{tiny_run}", "--test-imb-factor", "10", "--adapt-prior", "--output", str(out)]
+    assert evaluate_recipe.main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    ev, final = m["evaluation"], m["final"]
+    assert ev["test_imb_factor"] == 10 and ev["adapt_prior"] is True
+    assert ev["assumed_prior"] == "uniform"  # a Bayias model: its raw logits assume a uniform test prior
+    counts = ev["test_counts"]
+    assert counts[0] / counts[-1] == pytest.approx(10, rel=0.05) and final["num_test_samples"] == sum(counts) < 500
+    assert sum(ev["test_prior"]) == pytest.approx(1.0) and ev["test_prior"][0] > ev["test_prior"][-1]
+    for f in ("calibration/reliability.png", "calibration/bins.csv", "confusion.png"):
+        assert (out / f).is_file(), f
+    # the same numbers by hand: z + log pi'_test - log(1/C) on the imbalanced test set
+    ds = build_dataset("digits_lt", test_imb_factor=10)
+    model, _ = from_pretrained(tiny_run)
+    x = torch.stack([ds.test[i][0] for i in range(len(ds.test))])
+    y = torch.tensor([int(ds.test[i][1]) for i in range(len(ds.test))])
+    with torch.no_grad():
+        z = model(x) + torch.log(torch.tensor(ds.meta["test_prior"])) + math.log(10)
+    assert final["top1"] == round(100 * float((z.argmax(1) == y).float().mean()), 4)
+    # and the adaptation did something: the plain evaluation of the same set predicts differently
+    plain = tmp_path / "r10_plain"
+    assert evaluate_recipe.main([str(tiny_run), "--test-imb-factor", "10", "--output", str(plain)]) == 0
+    plain_final = json.loads((plain / "metrics.json").read_text())["final"]
+    assert plain_final["num_test_samples"] == final["num_test_samples"]
+    assert plain_final["per_class_accuracy"] != final["per_class_accuracy"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["/nonexistent/run"], "/nonexistent/run is not a folder"),
+    (["{run}", "--dataset", "digits_tl"], "unknown dataset 'digits_tl'"),
+])
+def test_bad_input_ends_with_one_clear_message(tiny_run, evaluate_recipe, tmp_path, capsys, argv, message):
+    argv = [a.format(run=tiny_run) for a in argv] + ["--output", str(tmp_path / "out")]
+    assert evaluate_recipe.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
