@@ -7,7 +7,7 @@
     accelerate launch recipes/train.py --resume output/train/<run>
 
 Without ``--config`` the defaults are a quick offline demo: the embedded ``digits_lt`` set (scikit-learn's
-bundled 8x8 digits, upsampled to 32x32 and made long-tailed, no download), ResNet-32 for CIFAR, 30 epochs.
+bundled 8x8 digits, upsampled to 32x32 and made long-tailed, no download), ResNet-32 for CIFAR, 20 epochs.
 The YAML configs in ``recipes/configs/`` hold the paper's protocol (SPEC 5). Flags given on the command
 line override the config file. Schedule epochs not given explicitly scale with ``--epochs`` from the
 200-epoch protocol: LR decays at 80% and 90%, DRW/DRS at 80%, UniMix ('paper' preset) stops at 60%.
@@ -77,7 +77,7 @@ g.add_argument("--drw", action="store_true", help="deferred re-weighting at 80%%
 g.add_argument("--drw-epoch", type=int, default=None, help="deferred re-weighting from this epoch (0-indexed)")
 g.add_argument("--drw-beta", type=float, default=0.9999)
 g = parser.add_argument_group("optimisation")
-g.add_argument("--epochs", type=int, default=30)
+g.add_argument("--epochs", type=int, default=20)
 g.add_argument("-b", "--batch-size", type=int, default=64, help="per-process batch size (configs: 128)")
 g.add_argument("--opt", default="sgd")
 g.add_argument("--lr", type=float, default=0.1)
