@@ -50,7 +50,24 @@ def check_image_arrays(images: Any, labels: Any, num_classes: Optional[int] = No
     return images, labels
 
 
-class TensorImageDataset(Dataset):
+class LabelledDataset(Dataset):
+    """Shared label views of the in-memory and list-file datasets (both hold ``labels`` and ``num_classes``)."""
+
+    labels: np.ndarray
+    num_classes: int
+
+    @property
+    def targets(self) -> List[int]:
+        """Labels as a list (torchvision's attribute name)."""
+        return self.labels.tolist()
+
+    @property
+    def class_counts(self) -> List[int]:
+        """Images per class, length ``num_classes``."""
+        return np.bincount(self.labels, minlength=self.num_classes).tolist()
+
+
+class TensorImageDataset(LabelledDataset):
     """``(transform(image), label)`` pairs from a uint8 array ``[N, H, W, C]`` and integer labels.
 
     Args:
@@ -85,16 +102,6 @@ class TensorImageDataset(Dataset):
     def images(self) -> torch.Tensor:
         """All images, uint8 ``[N, H, W, C]`` (for batched transforms on the device)."""
         return self._images
-
-    @property
-    def targets(self) -> List[int]:
-        """Labels as a list (torchvision's attribute name)."""
-        return self.labels.tolist()
-
-    @property
-    def class_counts(self) -> List[int]:
-        """Images per class, length ``num_classes``."""
-        return np.bincount(self.labels, minlength=self.num_classes).tolist()
 
     def subset(self, indices: Any, transform: Optional[Callable[[torch.Tensor], Any]] = None) -> "TensorImageDataset":
         """A new dataset with the rows ``indices`` (copied, in that order), same names and label space."""

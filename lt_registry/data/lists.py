@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
-from torch.utils.data import Dataset
+from .arrays import LabelledDataset
 
 __all__ = ["read_list_file", "ListFileDataset", "pil_loader", "LIST_SETS", "find_list_file"]
 
@@ -93,7 +93,7 @@ def _class_names_from_paths(paths: List[str], labels: np.ndarray, num_classes: i
     return [n if (n and not k) else str(c) for c, (n, k) in enumerate(zip(names, clash))]
 
 
-class ListFileDataset(Dataset):
+class ListFileDataset(LabelledDataset):
     """Images listed in a ``relative/path label`` file under ``root`` (SPEC 4: ImageNet-LT, iNat 2018, Places-LT).
 
     Args:
@@ -130,14 +130,6 @@ class ListFileDataset(Dataset):
     def samples(self) -> List[Tuple[str, int]]:
         return [(str(self.root / p), int(y)) for p, y in zip(self.rel_paths, self.labels.tolist())]
 
-    @property
-    def targets(self) -> List[int]:
-        return self.labels.tolist()
-
-    @property
-    def class_counts(self) -> List[int]:
-        """Images per class from the list, length ``num_classes``."""
-        return np.bincount(self.labels, minlength=self.num_classes).tolist()
 
     def __len__(self) -> int:
         return len(self.rel_paths)
