@@ -6,6 +6,7 @@
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --jobs 4
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --dry-run     # print the commands
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --report-only # tables from what finished
+    python recipes/ablation.py --grid FILE.yaml --report-only --publish results/<name>  # copy them for committing
 
 Every cell is an ordinary training run, ``recipes/train.py ... --output OUT/runs --experiment <cell>`` (or
 ``accelerate launch`` with ``--launcher accelerate``), so each leaves a full run folder. Arguments after ``--`` go
@@ -58,6 +59,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cell-timeout", type=float, default=None, metavar="S", help="stop a cell after S seconds (failed)")
     g.add_argument("--dry-run", action="store_true", help="print the commands and the number of cells, run nothing")
     g.add_argument("--report-only", action="store_true", help="rebuild results.csv/.md/.png from the run folders")
+    g.add_argument("--publish", metavar="DIR",
+                   help="also copy the report (results.md/.csv/.png, grid.json) and each finished cell's small files "
+                        f"({', '.join(PUBLISHED_RUN_FILES)}) into DIR, e.g. results/<name>, to commit them")
     return p
 
 
@@ -490,6 +495,34 @@ def write_report(out: Path, cells: List[Any], records: Dict[str, Dict[str, Any]]
     return {"rows": rows, "groups": groups}
 
 
+PUBLISHED_RUN_FILES = ("metrics.json", "train_args.yaml", "calibration/bins.csv")
+PUBLISHED_REPORT_FILES = ("results.md", "results.csv", "results.png", "grid.json")
+
+
+def publish(out: Path, dest: Path, cells: List[Any]) -> Path:
+    """Copy what a reader needs to check the grid's numbers (no weights, no checkpoints) from OUT to ``dest``:
+    the report files and, per finished cell, its metrics (final numbers, per-class accuracy, calibration bins,
+    per-epoch history), its resolved arguments and its reliability-diagram bins."""
+    if dest.resolve() == out.resolve():
+        raise GridError(f"--publish needs a folder other than the grid's output {_display(out)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED_REPORT_FILES:
+        if (out / name).is_file():
+            shutil.copy2(out / name, dest / name)
+    copied = 0
+    for c in cells:
+        src = out / "runs" / c.name
+        if not (src / "metrics.json").is_file():
+            continue
+        for rel in PUBLISHED_RUN_FILES:
+            if (src / rel).is_file():
+                (dest / "runs" / c.name / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / rel, dest / "runs" / c.name / rel)
+        copied += 1
+    say(f"published the report and {copied} finished cell(s) to {_display(dest)}")
+    return dest
+
+
 # ---- running ----------------------------------------------------------------------------------------------
 _ERR_LINE = re.compile(r"^(error: |[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b)")
 
@@ -677,6 +710,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise GridError(f"nothing to report in {out}: no grid.json and no run folders")
             rep = write_report(out, cells, records, record, title)
             _print_summary(rep["rows"], out)
+            if args.publish:
+                publish(out, Path(args.publish), cells)
             return 0
 
         cells, resolved = build_cells(s)
@@ -782,6 +817,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rep = write_report(out, all_cells, records, record, title)
         grid_rows = [r for r in rep["rows"] if r["name"] in {c.name for c in cells}]
         _print_summary(grid_rows, out, wall=time.monotonic() - t0)
+        if args.publish:
+            publish(out, Path(args.publish), all_cells)
         if not completed:
             return 130
         return 0 if all(r["status"] == "ok" for r in grid_rows) else 1

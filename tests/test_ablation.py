@@ -337,6 +337,34 @@ def test_pending_cells_and_report_only_from_run_folders(run_ablation, tmp_path):
     assert "8 cells: 7 ok, 1 pending" in p.stdout
 
 
+def test_publish_copies_the_report_and_each_finished_cells_small_files(run_ablation, tmp_path):
+    cells, runs, _ = _fake_grid(tmp_path)
+    out = tmp_path
+    for c in cells:
+        d = runs / c.name
+        if d.is_dir():
+            (d / "train_args.yaml").write_text(
+                f"dataset: cifar10_lt\nimb_factor: 100.0\nmix: {c.mix.name}\npreset: paper\nloss: {c.loss.name}\n"
+                f"drw: false\ndrw_epoch: null\nseed: {c.seed}\nepochs: 200\n")
+            (d / "calibration").mkdir(exist_ok=True)
+            (d / "calibration" / "bins.csv").write_text("bin,count\n")
+            (d / "model.safetensors").write_bytes(b"weights")      # never published
+            (d / "checkpoints").mkdir(exist_ok=True)
+    dest = tmp_path / "published"
+    p = run_ablation("--report-only", "--out", out, "--publish", dest)
+    assert "published the report and 7 finished cell(s)" in p.stdout
+    for f in ("results.md", "results.csv", "results.png"):
+        assert (dest / f).read_bytes() == (out / f).read_bytes(), f
+    finished = sorted(d.name for d in runs.iterdir() if (d / "metrics.json").is_file())
+    assert sorted(d.name for d in (dest / "runs").iterdir()) == finished and len(finished) == 7
+    for name in finished:
+        got = sorted(str(f.relative_to(dest / "runs" / name)) for f in (dest / "runs" / name).rglob("*") if f.is_file())
+        assert got == ["calibration/bins.csv", "metrics.json", "train_args.yaml"], got
+        assert (dest / "runs" / name / "metrics.json").read_text() == (runs / name / "metrics.json").read_text()
+    p = run_ablation("--report-only", "--out", out, "--publish", out, check=False)
+    assert p.returncode == 2 and "--publish needs a folder other than" in p.stderr
+
+
 def test_unfinished_cells_with_the_default_rho_join_the_finished_block(tmp_path):
     # rho left to the dataset: known from metrics.json once a cell ran, unknown for the cells still pending
     cells = expand_grid(["none", "unimix"], ["ce"], ["digits_lt"], [None], [0])

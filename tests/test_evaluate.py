@@ -104,3 +104,46 @@ def test_bad_input_ends_with_one_clear_message(tiny_run, evaluate_recipe, tmp_pa
     assert evaluate_recipe.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+@pytest.fixture(scope="module")
+def prior_shift_recipe():
+    spec = importlib.util.spec_from_file_location("lt_prior_shift_recipe", ROOT / "recipes" / "prior_shift.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_prior_shift_table_matches_single_evaluations(tiny_run, evaluate_recipe, prior_shift_recipe, tmp_path,
+                                                      two_threads, capsys):
+    """Table D2's recipe: every (rho', raw / + pi') entry is evaluate.py's number for that test set."""
+    import csv
+
+    out, reports = tmp_path / "table", tmp_path / "reports"
+    argv = [str(tiny_run), "--test-imb-factor", "10", "1", "0.1", "--output", str(out), "--reports", str(reports)]
+    assert prior_shift_recipe.main(argv) == 0
+    with (out / "table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], float(r["test_imb_factor"]), r["adapted"]) for r in rows] == [
+        ("none-bayias", rho, a) for rho in (10.0, 1.0, 0.1) for a in ("False", "True")]
+    by = {(float(r["test_imb_factor"]), r["adapted"] == "True"): r for r in rows}
+    for (rho, adapted), r in by.items():
+        single = tmp_path / f"single-{rho}-{adapted}"
+        assert evaluate_recipe.main([str(tiny_run), "--test-imb-factor", str(rho), "--output", str(single)]
+                                    + (["--adapt-prior"] if adapted else [])) == 0
+        ref = json.loads((single / "metrics.json").read_text())["final"]
+        assert float(r["top1"]) == pytest.approx(ref["top1"], abs=1e-3) and int(r["num_test_samples"]) == ref["num_test_samples"]
+        assert float(r["ece"]) == pytest.approx(ref["ece"], abs=1e-3)
+        assert (reports / "none-bayias" / (f"r{rho:g}" + ("-adapted" if adapted else "")) / "metrics.json").is_file()
+    # a Bayias model assumes a uniform test prior: on the balanced set the adaptation changes nothing
+    assert by[(1.0, True)]["top1"] == by[(1.0, False)]["top1"] and by[(1.0, True)]["ece"] == by[(1.0, False)]["ece"]
+    # the reversed tail (rho' = 0.1) makes the last class the most frequent one
+    counts = {rho: json.loads((reports / "none-bayias" / f"r{rho:g}" / "metrics.json").read_text())
+              ["evaluation"]["test_counts"] for rho in (10.0, 0.1)}
+    assert counts[0.1] == counts[10.0][::-1] and counts[0.1][-1] > counts[0.1][0]
+    md = (out / "table.md").read_text()
+    assert "| none-bayias | raw |" in md and "| none-bayias | + pi' |" in md and "rho'=0.1" in md
+    assert "recipes/prior_shift.py" in (out / "command.txt").read_text()
+    capsys.readouterr()
+    assert prior_shift_recipe.main([str(tiny_run), "--label", "a", "b", "--output", str(out)]) == 2
+    assert "--label needs one name per model" in capsys.readouterr().err

@@ -158,6 +158,34 @@ def test_side_by_side(tmp_path, over_metrics, under_metrics):
         reliability_diagrams_side_by_side([("a", over_metrics["bins"])], tmp_path / "x.png")
 
 
+def test_compare_calibration_recipe_reads_run_folders(tmp_path, over_metrics, under_metrics, capsys):
+    """recipes/compare_calibration.py: panels from folders holding metrics.json + calibration/bins.csv."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "lt_compare_calibration", Path(__file__).resolve().parents[1] / "recipes" / "compare_calibration.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name, m, lt in (("a", over_metrics, {"mixer": "none", "loss": "ce"}),
+                        ("b", under_metrics, {"mixer": "unimix", "loss": "bayias"})):
+        write_bins_table(m["bins"], tmp_path / name / "calibration" / "bins.csv")
+        final = {"top1": 50.0, "ece": 100 * m["ece"], "mce": 100 * m["mce"]}
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"final": final, "lt": lt}))
+    label, bins, ece, mce = mod.panel(tmp_path / "b", None)
+    assert label == "unimix-bayias (top-1 50.00%)" and ece == pytest.approx(under_metrics["ece"])
+    assert mce == pytest.approx(under_metrics["mce"]) and list(bins["count"]) == list(under_metrics["bins"]["count"])
+    out = tmp_path / "cmp.png"
+    assert mod.main([f"{tmp_path / 'a'}=None-CE", str(tmp_path / "b"), "--output", str(out)]) == 0
+    img = _read_png(out)
+    _assert_non_trivial(img)
+    assert _pixels_of(img, _GAP_OVER[0]) > 5000 and _pixels_of(img, _GAP_UNDER[0]) > 3000  # both panels drawn
+    capsys.readouterr()
+    assert mod.main([str(tmp_path / "missing"), "--output", str(out)]) == 2
+    assert "has no metrics.json" in capsys.readouterr().err
+
+
 # ---- per-bin CSV ---------------------------------------------------------------------------------------
 
 def _same(a, b):
