@@ -34,14 +34,16 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class TrainState:
     """What a resumed run needs beyond model/optimizer/scheduler/RNG (saved through accelerate):
-    the next epoch, the per-epoch log, and the device generators (mixing, on-device augmentation)."""
+    the next epoch, the per-epoch log, the device generators (mixing, on-device augmentation) and the wall time
+    spent so far (summed over the processes' lifetimes, so a resumed run reports its whole training time)."""
 
     epoch: int = 0  # next epoch to run (0-indexed)
     history: List[Dict[str, Any]] = field(default_factory=list)
     generators: Dict[str, torch.Generator] = field(default_factory=dict)
+    elapsed_s: float = 0.0  # wall time of the finished epochs, over every segment of a resumed run
 
     def state_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"epoch": self.epoch, "history": json.dumps(self.history)}
+        d: Dict[str, Any] = {"epoch": self.epoch, "history": json.dumps(self.history), "elapsed_s": self.elapsed_s}
         for name, g in self.generators.items():
             d[f"generator.{name}"] = g.get_state()
         return d
@@ -49,6 +51,7 @@ class TrainState:
     def load_state_dict(self, d: Dict[str, Any]) -> None:
         self.epoch = int(d["epoch"])
         self.history = json.loads(d["history"])
+        self.elapsed_s = float(d.get("elapsed_s", 0.0))  # absent in checkpoints written before it existed
         for name, g in self.generators.items():
             if f"generator.{name}" in d:
                 g.set_state(d[f"generator.{name}"].cpu())

@@ -282,7 +282,7 @@ def training_function(args: argparse.Namespace) -> int:
                                                                accelerator.mixed_precision != "no" else ""))
 
     progress = not args.no_progress and accelerator.is_local_main_process
-    t_start = time.perf_counter()
+    t_start, elapsed_before = time.perf_counter(), state.elapsed_s
     try:
         for epoch in range(state.epoch, args.epochs):
             scheduler.step(epoch)
@@ -301,6 +301,7 @@ def training_function(args: argparse.Namespace) -> int:
                 row["test_top1_monitor"] = float((logits.argmax(1) == labels).float().mean())
             state.epoch = epoch + 1
             state.history.append(row)
+            state.elapsed_s = elapsed_before + time.perf_counter() - t_start
             ckpt.save(epoch)
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch)
             say(f"epoch {epoch + 1}/{args.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.4g}"
@@ -316,7 +317,8 @@ def training_function(args: argparse.Namespace) -> int:
     if accelerator.is_main_process:
         finalize_run(run_dir, accelerator.unwrap_model(model, keep_torch_compile=False), logits, labels, ds, prior, args, state.history,
                      mixer=mixer, versions=describe_versions(),
-                     resources={"wall_time_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
+                     resources={"wall_time_s": round(elapsed_before + time.perf_counter() - t_start, 2),
+                                "wall_time_this_process_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
                                 "num_processes": accelerator.num_processes, "fast_path": fast,
                                 "mixed_precision": accelerator.mixed_precision, "resumed": bool(args.resume),
                                 **peak_memory(dev)})

@@ -185,6 +185,11 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     mb = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert ma["final"]["top1"] == mb["final"]["top1"]
     assert [r["train_loss"] for r in ma["epochs"]] == [r["train_loss"] for r in mb["epochs"]]
+    # the resumed run reports its whole training time: the killed segment's two epochs plus its own
+    res = mb["resources"]
+    assert res["resumed"] is True
+    killed_epochs = sum(r["epoch_time_s"] for r in mb["epochs"][:2])
+    assert res["wall_time_s"] >= res["wall_time_this_process_s"] + 0.9 * killed_epochs
 
 
 @pytest.mark.distributed
