@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
@@ -23,7 +24,21 @@ __all__ = ["save_model_folder", "write_model_card", "build_model_card", "is_run_
            "load_run", "LoadedRun", "assumed_test_prior", "check_push_args", "push_to_hub", "HubError", "CARD_TEMPLATE"]
 
 PathLike = Union[str, os.PathLike]
-CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "lt_model_card.md"
+_CARD_NAME = "lt_model_card.md"
+
+
+def _card_template() -> Path:
+    """The model-card template: ``model_cards/`` beside the package in a clone or editable install, else the
+    copy a regular ``pip install`` puts under ``<prefix>/share/lt_registry/model_cards`` (setup.cfg data_files)."""
+    candidates = [Path(__file__).resolve().parent.parent / "model_cards" / _CARD_NAME,
+                  Path(sys.prefix) / "share" / "lt_registry" / "model_cards" / _CARD_NAME]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return candidates[0]
+
+
+CARD_TEMPLATE = _card_template()
 _PUSH_IGNORE = ["checkpoints/*", "checkpoints/**", "*.tmp", "**/*.tmp", ".cache/**"]
 
 

@@ -381,3 +381,21 @@ def test_train_recipe_pushes_when_asked(hub, tmp_path):
     assert 'hf-hub:user/from-train' in files["README.md"].decode()
     assert not [f for f in files if f.startswith("checkpoints")]
     assert not [f for f in (tmp_path / "pushed").rglob("*") if f.is_file() and TOKEN.encode() in f.read_bytes()]
+
+
+def test_card_template_found_after_a_regular_install(tmp_path, monkeypatch):
+    """Outside a clone (site-packages/lt_registry), the template comes from <prefix>/share (setup.cfg data_files)."""
+    import sys
+
+    from lt_registry import hub
+
+    assert hub.CARD_TEMPLATE.is_file()
+    site = tmp_path / "site-packages" / "lt_registry"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(hub, "__file__", str(site / "hub.py"))
+    shared = tmp_path / "prefix" / "share" / "lt_registry" / "model_cards" / "lt_model_card.md"
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    assert hub._card_template() == site.parent / "model_cards" / "lt_model_card.md"  # neither exists: the first
+    shared.parent.mkdir(parents=True)
+    shared.write_text(hub.CARD_TEMPLATE.read_text())
+    assert hub._card_template() == shared
