@@ -671,7 +671,8 @@ def _grid_table(groups: List[Group], rows: List[str], cols: List[str], cell_fn) 
 def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Ablation grid",
                      header: Sequence[str] = (), groups: Optional[List[Group]] = None) -> str:
     """``results.md``: per (dataset, rho, epochs) a table shaped like the paper's Table 4 (rows = mixers,
-    columns = losses) for top-1 with the gain over the no-mixing row, ECE / MCE and many / medium / few;
+    columns = losses) for top-1 with the gain over the no-mixing row, ECE / MCE, many / medium / few and
+    head / mid / tail;
     then the same numbers in long form, the paper's reference values and the failed cells."""
     groups = aggregate(rows) if groups is None else groups
     n_status: Dict[str, int] = {}
@@ -719,6 +720,9 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Ablatio
         out += ["", "**Many / Medium / Few** top-1", ""]
         out += _grid_table(bg, row_names, col_names,
                            lambda g: " / ".join(_stat(g, k) for k in ("many", "medium", "few")) if g.n else _missing(g))
+        out += ["", "**Head / Mid / Tail** top-1 (class-index thirds, SPEC 6)", ""]
+        out += _grid_table(bg, row_names, col_names,
+                           lambda g: " / ".join(_stat(g, k) for k in ("head", "mid", "tail")) if g.n else _missing(g))
         refs = {(g.row, g.col): paper_reference(g) for g in bg}
         if any(t is not None for t, _ in refs.values()):
             out += ["", "Paper (SPEC 7: Tables 1 and 4; ResNet-32, 200 epochs), top-1 for the same cells:", ""]

@@ -225,7 +225,8 @@ def test_cell_matching_by_bare_name_and_spec():
 # ---- resume state -----------------------------------------------------------------------------------------
 
 def _fake_metrics(top1, ece=10.0, mce=30.0, many=90.0, medium=70.0, few=40.0, epochs=200, imb=100.0):
-    return {"final": {"top1": top1, "ece": ece, "mce": mce, "many": many, "medium": medium, "few": few, "nll": 80.0},
+    return {"final": {"top1": top1, "ece": ece, "mce": mce, "many": many, "medium": medium, "few": few, "nll": 80.0,
+                      "head": top1 + 10, "mid": top1, "tail": top1 - 10},
             "epochs": [{"epoch": e, "epoch_time_s": 1.5} for e in range(epochs)],
             "lt": {"dataset": "cifar10_lt", "imb_factor": imb, "epochs": epochs, "versions": {"lt_registry_commit": "abc"}}}
 
@@ -302,6 +303,8 @@ def test_tables_from_run_folders_gain_mean_std_and_failed_cell(tmp_path):
     assert top1[3] == "| UniMix | 76.00 (+5.00) [n=1, 1 failed] | 82.50 ± 0.71 (+3.50) |"
     assert all(ln.count("|") == 4 for ln in top1)
     assert "| None | 19.00 ± 1.41 / 30.00 ± 0.00 |" in md  # ECE / MCE
+    i = lines.index("**Head / Mid / Tail** top-1 (class-index thirds, SPEC 6)")
+    assert lines[i + 4] == "| None | 81.00 ± 1.41 / 71.00 ± 1.41 / 61.00 ± 1.41 | 89.00 ± 1.41 / 79.00 ± 1.41 / 69.00 ± 1.41 |"
     assert "2 seed(s) per cell (seeds 0, 1)" in md
     assert "## Long form" in md and "| cifar10_lt | 100 | 200 | UniMix | Bayias | 2 | 82.50 ± 0.71 | +3.50 |" in md
     assert "| cifar10_lt | 100 | 200 | UniMix | CE | 1 | 76.00 | +5.00 | 20.00 | 30.00 | 90.00 | 70.00 | 40.00 | 76.47 " \
