@@ -1,6 +1,5 @@
 """recipes/evaluate.py: a checkpoint evaluated again gives the run's own numbers; imbalanced test sets with
 the post-hoc prior adaptation (SPEC 2); one-line errors."""
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -8,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_recipe
 from test_hub import train_tiny_run
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +19,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluate_recipe():
-    spec = importlib.util.spec_from_file_location("lt_evaluate_recipe", ROOT / "recipes" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_recipe("evaluate")
 
 
 @pytest.fixture
@@ -108,10 +104,7 @@ def test_bad_input_ends_with_one_clear_message(tiny_run, evaluate_recipe, tmp_pa
 
 @pytest.fixture(scope="module")
 def prior_shift_recipe():
-    spec = importlib.util.spec_from_file_location("lt_prior_shift_recipe", ROOT / "recipes" / "prior_shift.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_recipe("prior_shift")
 
 
 def test_prior_shift_table_matches_single_evaluations(tiny_run, evaluate_recipe, prior_shift_recipe, tmp_path,
@@ -147,3 +140,5 @@ def test_prior_shift_table_matches_single_evaluations(tiny_run, evaluate_recipe,
     capsys.readouterr()
     assert prior_shift_recipe.main([str(tiny_run), "--label", "a", "b", "--output", str(out)]) == 2
     assert "--label needs one name per model" in capsys.readouterr().err
+    assert prior_shift_recipe.main([str(tiny_run), "--test-imb-factor", "0", "--output", str(out)]) == 2
+    assert "--test-imb-factor values must be > 0" in capsys.readouterr().err

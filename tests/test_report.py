@@ -160,14 +160,11 @@ def test_side_by_side(tmp_path, over_metrics, under_metrics):
 
 def test_compare_calibration_recipe_reads_run_folders(tmp_path, over_metrics, under_metrics, capsys):
     """recipes/compare_calibration.py: panels from folders holding metrics.json + calibration/bins.csv."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "lt_compare_calibration", Path(__file__).resolve().parents[1] / "recipes" / "compare_calibration.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from conftest import load_recipe
+
+    mod = load_recipe("compare_calibration")
     for name, m, lt in (("a", over_metrics, {"mixer": "none", "loss": "ce"}),
                         ("b", under_metrics, {"mixer": "unimix", "loss": "bayias"})):
         write_bins_table(m["bins"], tmp_path / name / "calibration" / "bins.csv")
