@@ -24,7 +24,8 @@ import torch
 from .prior import ClassPrior
 
 __all__ = ["RunError", "resolve_schedule", "build_model", "check_model_classes", "describe_versions",
-           "final_metrics", "write_eval_report", "finalize_run", "peak_memory", "PERCENT_KEYS", "user_input_errors"]
+           "final_metrics", "write_eval_report", "finalize_run", "peak_memory", "PERCENT_KEYS", "user_input_errors",
+           "read_yaml_mapping"]
 
 #: final metrics stored in percent in metrics.json (SPEC 6 names)
 PERCENT_KEYS = ("top1", "many", "medium", "few", "head", "mid", "tail", "ece", "mce", "ace", "tace", "sce",
@@ -43,6 +44,24 @@ def user_input_errors() -> Iterator[None]:
         yield
     except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:
         raise RunError(str(e)) from None
+
+
+def read_yaml_mapping(path: Any, what: str, expected: str, error: type = RunError) -> Dict[str, Any]:
+    """Read a YAML file that must hold a mapping (a recipe config, a grid file, a run's train_args.yaml).
+    A missing file, invalid YAML or a non-mapping raises ``error`` naming the file, ``what`` it is and the
+    ``expected`` content; an empty file is an empty mapping."""
+    import yaml
+
+    f = Path(path)
+    if not f.is_file():
+        raise error(f"{what} not found: {f}")
+    try:
+        cfg = yaml.safe_load(f.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{what} {f} is not valid YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise error(f"{what} {f} must hold a mapping ({expected})")
+    return cfg
 
 
 def _scaled(epochs: int, at_200: int) -> int:

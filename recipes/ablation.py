@@ -135,15 +135,9 @@ def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 
 def load_grid_file(path: str) -> Dict[str, Any]:
+    from lt_registry.run import read_yaml_mapping
     f = Path(path)
-    if not f.is_file():
-        raise GridError(f"grid file not found: {f}")
-    try:
-        cfg = yaml.safe_load(f.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise GridError(f"grid file {f} is not valid YAML: {e}") from None
-    if not isinstance(cfg, dict):
-        raise GridError(f"grid file {f} must hold a mapping (keys: {', '.join(GRID_KEYS)})")
+    cfg = read_yaml_mapping(f, "grid file", f"keys: {', '.join(GRID_KEYS)}", GridError)
     cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
     unknown = sorted(set(cfg) - set(GRID_KEYS))
     if unknown:
@@ -214,15 +208,26 @@ def _canonical() -> Dict[str, Any]:
             "dataset": lambda n: DATASETS.get(n).name}
 
 
+_TRAIN_MODULE: List[Any] = []
+
+
+def _train_module() -> Any:
+    """recipes/train.py, imported once (its parse_args builds a new parser per call, so reuse is safe)."""
+    if not _TRAIN_MODULE:
+        try:
+            spec = importlib.util.spec_from_file_location("_lt_train_recipe", TRAIN)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        except Exception as e:  # noqa: BLE001  (whatever breaks train.py's import breaks every cell)
+            raise GridError(f"cannot load {TRAIN} to check the cells' arguments: {type(e).__name__}: {e}") from None
+        _TRAIN_MODULE.append(mod)
+    return _TRAIN_MODULE[0]
+
+
 def _train_parse(argv: Sequence[str]) -> Dict[str, Any]:
-    """train.py's own parse_args on a cell's arguments (a fresh module each time: parse_args sets the parser's
-    defaults from --config). Returns the resolved options; raises GridError with train.py's message."""
-    try:
-        spec = importlib.util.spec_from_file_location("_lt_train_recipe", TRAIN)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    except Exception as e:  # noqa: BLE001  (whatever breaks train.py's import breaks every cell)
-        raise GridError(f"cannot load {TRAIN} to check the cells' arguments: {type(e).__name__}: {e}") from None
+    """train.py's own parse_args on a cell's arguments. Returns the resolved options; raises GridError with
+    train.py's message."""
+    mod = _train_module()
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):

@@ -139,6 +139,28 @@ def test_malformed_data_dir_and_config(tmp_path):
     assert p.returncode == 2 and "unknown options ['lerning_rate']" in p.stderr
 
 
+def test_parse_args_config_does_not_leak_into_the_next_parse(tmp_path):
+    from conftest import load_recipe
+    from lt_registry.run import read_yaml_mapping
+    train = load_recipe("train")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 7\nloss: bayias\n")
+    a = train.parse_args(["--config", str(cfg), "--mix", "unimix"])
+    assert (a.epochs, a.loss, a.mix) == (7, "bayias", "unimix")
+    b = train.parse_args([])  # same module, no config: the defaults again
+    assert (b.epochs, b.loss, b.mix) == (20, "ce", "none")
+    c = train.parse_args(["-c", str(cfg), "--epochs", "3"])  # flags win over the config
+    assert (c.epochs, c.loss) == (3, "bayias")
+    for text, msg in (("[1, 2]\n", "must hold a mapping (option: value)"), ("a: [\n", "is not valid YAML")):
+        cfg.write_text(text)
+        with pytest.raises(RunError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            train.parse_args(["--config", str(cfg)])
+    with pytest.raises(RunError, match="config file not found"):
+        train.parse_args(["--config", str(tmp_path / "missing.yaml")])
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_yaml_mapping(tmp_path / "empty.yaml", "x", "y") == {}
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     # LR x 1e30 from epoch 1 on: epoch 0 trains normally, epoch 1 overflows
     p = run_train(tmp_path, *TINY, "--epochs", "3", "--warmup-epochs", "1", "--decay-milestones", "1",
