@@ -7,6 +7,7 @@
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --dry-run     # print the commands
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --report-only # tables from what finished
     python recipes/ablation.py --grid FILE.yaml --report-only --publish results/<name>  # copy them for committing
+    python recipes/ablation.py --grid FILE.yaml --report-only --publish results/<name> --publish-models  # + weights
 
 Every cell is an ordinary training run, ``recipes/train.py ... --output OUT/runs --experiment <cell>`` (or
 ``accelerate launch`` with ``--launcher accelerate``), so each leaves a full run folder. Arguments after ``--`` go
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--publish", metavar="DIR",
                    help="also copy the report (results.md/.csv/.png, grid.json) and each finished cell's small files "
                         f"({', '.join(PUBLISHED_RUN_FILES)}) into DIR, e.g. results/<name>, to commit them")
+    g.add_argument("--publish-models", action="store_true",
+                   help="with --publish: copy each finished cell's whole run folder except checkpoints/ (weights, "
+                        "config.json, model card, plots), ready for evaluate.py, timm local-dir: and push_to_hub.py")
     return p
 
 
@@ -504,10 +508,11 @@ PUBLISHED_RUN_FILES = ("metrics.json", "train_args.yaml", "calibration/bins.csv"
 PUBLISHED_REPORT_FILES = ("results.md", "results.csv", "results.png", "grid.json")
 
 
-def publish(out: Path, dest: Path, cells: List[Any]) -> Path:
-    """Copy what a reader needs to check the grid's numbers (no weights, no checkpoints) from OUT to ``dest``:
-    the report files and, per finished cell, its metrics (final numbers, per-class accuracy, calibration bins,
-    per-epoch history), its resolved arguments and its reliability-diagram bins."""
+def publish(out: Path, dest: Path, cells: List[Any], models: bool = False) -> Path:
+    """Copy what a reader needs to check the grid's numbers from OUT to ``dest``: the report files and, per
+    finished cell, its metrics (final numbers, per-class accuracy, calibration bins, per-epoch history), its
+    resolved arguments and its reliability-diagram bins. With ``models``, each finished cell's whole run folder
+    but ``checkpoints/`` (the weights, config.json, model card and plots: what push_to_hub uploads)."""
     if dest.resolve() == out.resolve():
         raise GridError(f"--publish needs a folder other than the grid's output {_display(out)}")
     dest.mkdir(parents=True, exist_ok=True)
@@ -519,10 +524,14 @@ def publish(out: Path, dest: Path, cells: List[Any]) -> Path:
         src = out / "runs" / c.name
         if not (src / "metrics.json").is_file():
             continue
-        for rel in PUBLISHED_RUN_FILES:
-            if (src / rel).is_file():
-                (dest / "runs" / c.name / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src / rel, dest / "runs" / c.name / rel)
+        if models:
+            rels = sorted(str(f.relative_to(src)) for f in src.rglob("*")
+                          if f.is_file() and f.relative_to(src).parts[0] != "checkpoints" and f.suffix != ".tmp")
+        else:
+            rels = [rel for rel in PUBLISHED_RUN_FILES if (src / rel).is_file()]
+        for rel in rels:
+            (dest / "runs" / c.name / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dest / "runs" / c.name / rel)
         copied += 1
     say(f"published the report and {copied} finished cell(s) to {_display(dest)}")
     return dest
@@ -696,6 +705,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.dry_run and args.report_only:
             raise GridError("--dry-run and --report-only exclude each other")
+        if args.publish_models and not args.publish:
+            raise GridError("--publish-models goes with --publish DIR (the folder to copy the run folders into)")
         s = resolve_settings(args, extra)
         out = s["out"]
         title = f"Ablation grid `{s['name']}`: mixers x losses (paper Table 4)"
@@ -716,7 +727,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rep = write_report(out, cells, records, record, title)
             _print_summary(rep["rows"], out)
             if args.publish:
-                publish(out, Path(args.publish), cells)
+                publish(out, Path(args.publish), cells, args.publish_models)
             return 0
 
         cells, resolved = build_cells(s)
@@ -823,7 +834,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         grid_rows = [r for r in rep["rows"] if r["name"] in {c.name for c in cells}]
         _print_summary(grid_rows, out, wall=time.monotonic() - t0)
         if args.publish:
-            publish(out, Path(args.publish), all_cells)
+            publish(out, Path(args.publish), all_cells, args.publish_models)
         if not completed:
             return 130
         return 0 if all(r["status"] == "ok" for r in grid_rows) else 1

@@ -366,6 +366,22 @@ def test_publish_copies_the_report_and_each_finished_cells_small_files(run_ablat
         assert (dest / "runs" / name / "metrics.json").read_text() == (runs / name / "metrics.json").read_text()
     p = run_ablation("--report-only", "--out", out, "--publish", out, check=False)
     assert p.returncode == 2 and "--publish needs a folder other than" in p.stderr
+    # --publish-models: the whole run folder (weights, card, plots) except checkpoints/
+    for name in finished:
+        (runs / name / "README.md").write_text("card")
+        (runs / name / "checkpoints" / "epoch_0001").mkdir(parents=True, exist_ok=True)
+        (runs / name / "checkpoints" / "epoch_0001" / "model.safetensors").write_bytes(b"state")
+    dest2 = tmp_path / "with_models"
+    run_ablation("--report-only", "--out", out, "--publish", dest2, "--publish-models")
+    for name in finished:
+        got = sorted(str(f.relative_to(dest2 / "runs" / name)) for f in (dest2 / "runs" / name).rglob("*")
+                     if f.is_file())
+        want = sorted(str(f.relative_to(runs / name)) for f in (runs / name).rglob("*")
+                      if f.is_file() and "checkpoints" not in f.parts)
+        assert got == want and "model.safetensors" in got and "README.md" in got, got
+        assert (dest2 / "runs" / name / "model.safetensors").read_bytes() == b"weights"
+    p = run_ablation("--report-only", "--out", out, "--publish-models", check=False)
+    assert p.returncode == 2 and "--publish-models goes with --publish DIR" in p.stderr
 
 
 def test_unfinished_cells_with_the_default_rho_join_the_finished_block(tmp_path):
