@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=0.1)
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=2e-4)
+    g.add_argument("--wd-norm-bias", default=False, action=argparse.BooleanOptionalAction,
+                   help="weight decay on normalisation and bias parameters too, as plain torch SGD and the paper's "
+                        "released code do (default: off, timm's create_optimizer_v2 convention)")
     g.add_argument("--warmup-epochs", type=int, default=None, help="linear warmup epochs (default 5, at most --epochs / 5)")
     g.add_argument("--decay-milestones", type=int, nargs="*", default=None, help="0-indexed epochs of LR decay")
     g.add_argument("--decay-rate", type=float, default=0.01)
@@ -245,7 +248,8 @@ def training_function(args: argparse.Namespace) -> int:
         model = model.to(memory_format=torch.channels_last)
 
     from timm.optim import create_optimizer_v2
-    optimizer = create_optimizer_v2(model, args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
+    optimizer = create_optimizer_v2(model, args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+                                    filter_bias_and_bn=not args.wd_norm_bias)
     scheduler = spec_lr_scheduler(optimizer, epochs=args.epochs, lr=args.lr, warmup_epochs=sched["warmup_epochs"],
                                   milestones=tuple(sched["decay_milestones"]), decay_rate=args.decay_rate)
     model, optimizer = accelerator.prepare(model, optimizer)

@@ -161,6 +161,24 @@ def test_parse_args_config_does_not_leak_into_the_next_parse(tmp_path):
     assert read_yaml_mapping(tmp_path / "empty.yaml", "x", "y") == {}
 
 
+@pytest.mark.parametrize("flag,groups", [([], {0.0, 2e-4}), (["--wd-norm-bias"], {2e-4})])
+def test_weight_decay_on_norm_and_bias_parameters_is_a_choice(tmp_path, flag, groups):
+    # timm's default exempts norm / bias parameters from weight decay; --wd-norm-bias decays every parameter
+    # (the paper's released code). The saved optimizer state shows which parameters got which decay.
+    run_train(tmp_path, *TINY, "--epochs", "1", *flag, name="wd")
+    ckpt = tmp_path / "wd" / "checkpoints" / "epoch_0000" / "optimizer.bin"
+    state = torch.load(ckpt, weights_only=True)
+    decays = {g["weight_decay"]: len(g["params"]) for g in state["param_groups"]}
+    assert set(decays) == groups, decays
+    from timm import create_model
+    import lt_registry  # noqa: F401  (registers the CIFAR ResNets)
+    n_params = len(list(create_model("resnet20_cifar", num_classes=10).parameters()))
+    assert sum(decays.values()) == n_params
+    if not flag:  # exempt: every 1-d parameter (BatchNorm weights and biases, the classifier bias)
+        n_1d = sum(p.ndim <= 1 for p in create_model("resnet20_cifar", num_classes=10).parameters())
+        assert decays[0.0] == n_1d
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     # LR x 1e30 from epoch 1 on: epoch 0 trains normally, epoch 1 overflows
     p = run_train(tmp_path, *TINY, "--epochs", "3", "--warmup-epochs", "1", "--decay-milestones", "1",
