@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import json
@@ -212,20 +213,16 @@ def _canonical() -> Dict[str, Any]:
             "dataset": lambda n: DATASETS.get(n).name}
 
 
-_TRAIN_MODULE: List[Any] = []
-
-
+@functools.lru_cache(maxsize=1)
 def _train_module() -> Any:
     """recipes/train.py, imported once (its parse_args builds a new parser per call, so reuse is safe)."""
-    if not _TRAIN_MODULE:
-        try:
-            spec = importlib.util.spec_from_file_location("_lt_train_recipe", TRAIN)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-        except Exception as e:  # noqa: BLE001  (whatever breaks train.py's import breaks every cell)
-            raise GridError(f"cannot load {TRAIN} to check the cells' arguments: {type(e).__name__}: {e}") from None
-        _TRAIN_MODULE.append(mod)
-    return _TRAIN_MODULE[0]
+    try:
+        spec = importlib.util.spec_from_file_location("_lt_train_recipe", TRAIN)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    except Exception as e:  # noqa: BLE001  (whatever breaks train.py's import breaks every cell)
+        raise GridError(f"cannot load {TRAIN} to check the cells' arguments: {type(e).__name__}: {e}") from None
+    return mod
 
 
 def _train_parse(argv: Sequence[str]) -> Dict[str, Any]:
