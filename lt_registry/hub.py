@@ -87,6 +87,14 @@ def _read_config(folder: Path, name: Optional[str] = None) -> Dict[str, Any]:
 # ---- model card ----------------------------------------------------------------------------------------
 _DATASET_LABELS = {"cifar10_lt": "CIFAR-10-LT", "cifar100_lt": "CIFAR-100-LT", "digits_lt": "Digits-LT (embedded)",
                    "imagenet_lt": "ImageNet-LT", "inat2018": "iNaturalist 2018", "places_lt": "Places-LT"}
+def _hub_dataset(dataset: str) -> Optional[str]:
+    """The Hub dataset the loader downloads for ``dataset`` when no ``--data-dir`` is given (CIFAR only)."""
+    from .data.cifar_lt import CIFAR_SPECS
+
+    spec = CIFAR_SPECS.get(dataset[:-3] if dataset.endswith("_lt") else dataset)
+    return spec["hub_id"] if spec else None
+
+
 _DATA_NOTES = {
     "digits_lt": "this is the embedded demo set (scikit-learn's 8x8 handwritten digits upsampled to 32x32), "
                  "not natural images: use it to check the pipeline, not as a pretrained backbone.",
@@ -165,12 +173,21 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
                                   metric_value=float(v), metric_name=mname))
     name = repo_id.split("/")[-1] if repo_id else run_dir.name
     pcfg = cfg.get("pretrained_cfg", {})
+    args = {}
+    args_path = run_dir / "train_args.yaml"
+    if args_path.is_file():
+        import yaml
+        args = yaml.safe_load(args_path.read_text()) or {}
+    # Trained on local files (--data-dir): the card names the folder (not its full path) and does not claim a Hub
+    # dataset, since the copy may differ from it (e.g. the JPEG q75 CIFAR-10 copy of ../shared/data).
+    local_data = Path(str(args["data_dir"])).name if args.get("data_dir") else None
+    hub_dataset = _hub_dataset(ds)
     data = ModelCardData(
         library_name="timm", license=pcfg.get("license"), pipeline_tag="image-classification", model_name=name,
         eval_results=results,
         tags=["image-classification", "timm", "lt_registry", "long-tailed", "calibration",
               f"mixer-{lt.get('mixer')}", f"loss-{lt.get('loss')}"],
-        datasets=[{"cifar10_lt": "uoft-cs/cifar10", "cifar100_lt": "uoft-cs/cifar100"}.get(ds, ds)],
+        datasets=None if local_data or hub_dataset is None else [hub_dataset],
         metrics=["accuracy", "ece"])
 
     def fmt(v: Any) -> str:
@@ -180,13 +197,10 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
             ("ECE (%)", "ece"), ("MCE (%)", "mce"), ("ACE (%)", "ace"), ("SCE (%)", "sce"),
             ("Brier (x100)", "brier"), ("NLL (x100)", "nll")]
     metrics_table = "| metric | value |\n|---|---|\n" + "\n".join(f"| {n} | {fmt(final.get(k))} |" for n, k in rows)
-    args = {}
-    args_path = run_dir / "train_args.yaml"
-    if args_path.is_file():
-        import yaml
-        args = yaml.safe_load(args_path.read_text()) or {}
     sched = _resolved_schedule(args)
-    recipe = [("mixer", lt.get("mixer_repr") or lt.get("mixer")), ("loss", lt.get("loss")),
+    recipe = [("training data", f"local files `{local_data}` (--data-dir)" if local_data else
+               f"Hub dataset {hub_dataset}" if hub_dataset else None),
+              ("mixer", lt.get("mixer_repr") or lt.get("mixer")), ("loss", lt.get("loss")),
               ("UniMix preset", lt.get("preset")), ("sampler", lt.get("sampler")),
               ("epochs", lt.get("epochs")), ("batch size (per process)", args.get("batch_size")),
               ("optimizer", f"{args.get('opt', 'sgd')} lr {args.get('lr')} momentum {args.get('momentum')} "
@@ -215,7 +229,10 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
         num_classes=len(counts), total_train=sum(counts), class_counts=counts,
         repo_id=repo_id or "<user>/<repo>", input_size=tuple(pcfg.get("input_size", ())),
         mean=tuple(round(m, 4) for m in pcfg.get("mean", ())), std=tuple(round(s, 4) for s in pcfg.get("std", ())),
-        data_note=_DATA_NOTES.get(ds, "check that your data matches its domain and label set."),
+        data_note=_DATA_NOTES.get(ds, "check that your data matches its domain and label set.") + (
+            f" The training images were read from the local folder `{local_data}`, not downloaded from the Hub: "
+            "if that copy was altered (for example re-encoded), absolute numbers are not those of the original "
+            "dataset." if local_data else ""),
         class_names=", ".join(lt.get("class_names", [])[:20]) + (" ..." if len(lt.get("class_names", [])) > 20 else ""),
         versions=", ".join(f"{k} {v}" for k, v in versions.items()))
 

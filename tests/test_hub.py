@@ -173,6 +173,32 @@ def test_card_usage_snippet_follows_the_loss(tiny_run, tmp_path):
     assert "loss-ce" in ce.data.tags and ce.data.model_name == "ce"
 
 
+def test_card_names_the_training_data_source(tiny_run, tmp_path):
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from lt_registry.hub import build_model_card
+
+    run = _copy_run(tiny_run, tmp_path / "run", checkpoints=False)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["lt"].update(dataset="cifar10_lt")
+    (run / "config.json").write_text(json.dumps(cfg))
+    args_path = run / "train_args.yaml"
+    args = yaml.safe_load(args_path.read_text())
+    args["data_dir"] = None  # downloaded from the Hub: the card's metadata names that dataset
+    args_path.write_text(yaml.safe_dump(args))
+    hub_card = ModelCard(str(build_model_card(run, "user/c10")))
+    assert hub_card.data.datasets == ["uoft-cs/cifar10"]
+    assert "| training data | Hub dataset uoft-cs/cifar10 |" in hub_card.text
+    # a local copy (here the JPEG q75 one): the folder's name, never its full path, and no Hub dataset claimed
+    args["data_dir"] = "/home/someone/private/cifar10-jpeg75"
+    args_path.write_text(yaml.safe_dump(args))
+    local_card = ModelCard(str(build_model_card(run, "user/c10")))
+    assert local_card.data.datasets is None and "uoft-cs/cifar10" not in local_card.text
+    assert "| training data | local files `cifar10-jpeg75` (--data-dir) |" in local_card.text
+    assert "not downloaded from the Hub" in local_card.text and "/home/someone" not in local_card.text
+
+
 def test_push_writes_the_token_nowhere_and_leaves_checkpoints_out(pushed, hub):
     secret = TOKEN.encode()
     # the token was used (as a header) ...
