@@ -280,6 +280,13 @@ def training_function(args: argparse.Namespace) -> int:
         f"sampler {args.sampler}; {accelerator.num_processes} process(es) on {accelerator.device}"
         + ("; fast path (data on device)" if fast else "") + (f"; {accelerator.mixed_precision}" if
                                                                accelerator.mixed_precision != "no" else ""))
+    if args.mix == "unimix":
+        from lt_registry.mixers.unimix import UNIMIX_PRESETS
+        preset_batch = UNIMIX_PRESETS[args.preset].batch_size
+        if args.batch_size * accelerator.num_processes != preset_batch:
+            say(f"note: the UniMix '{args.preset}' preset was run with batch {preset_batch} (SPEC 1.3); this run uses "
+                f"{args.batch_size * accelerator.num_processes} (--batch-size {args.batch_size} x "
+                f"{accelerator.num_processes} process(es)); pass --batch-size to match it")
 
     progress = not args.no_progress and accelerator.is_local_main_process
     t_start, elapsed_before = time.perf_counter(), state.elapsed_s

@@ -87,6 +87,7 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     for png in (run / "confusion.png", run / "calibration" / "reliability.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "run folder:" in p.stdout
+    assert "note: the UniMix 'paper' preset was run with batch 128 (SPEC 1.3); this run uses 64" in p.stdout
 
     # the folder loads with timm's local-dir: and predicts like the weights it holds
     import timm
