@@ -87,6 +87,8 @@ def _read_config(folder: Path, name: Optional[str] = None) -> Dict[str, Any]:
 # ---- model card ----------------------------------------------------------------------------------------
 _DATASET_LABELS = {"cifar10_lt": "CIFAR-10-LT", "cifar100_lt": "CIFAR-100-LT", "digits_lt": "Digits-LT (embedded)",
                    "imagenet_lt": "ImageNet-LT", "inat2018": "iNaturalist 2018", "places_lt": "Places-LT"}
+
+
 def _hub_dataset(dataset: str) -> Optional[str]:
     """The Hub dataset the loader downloads for ``dataset`` when no ``--data-dir`` is given (CIFAR only)."""
     from .data.cifar_lt import CIFAR_SPECS
