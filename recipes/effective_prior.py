@@ -24,9 +24,11 @@ if str(ROOT) not in sys.path:
 from lt_registry import create_mixer  # noqa: E402
 from lt_registry.ablation import MixSpec  # noqa: E402
 from lt_registry.mixers import effective_label_prior  # noqa: E402
+from lt_registry.data.cifar_lt import CIFAR_SPECS  # noqa: E402
 from lt_registry.prior import long_tail_counts  # noqa: E402
 
-N_MAX = {"cifar10_lt": (5000, 10), "cifar100_lt": (500, 100)}
+#: (n_max, C) of the CIFAR-LT profiles (SPEC 4): both balanced train sets hold 50,000 images
+N_MAX = {f"{k}_lt": (50000 // v["num_classes"], v["num_classes"]) for k, v in CIFAR_SPECS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
