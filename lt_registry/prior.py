@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from .labels import check_labels
+
 __all__ = ["ClassPrior", "long_tail_counts", "as_prior", "PriorLike"]
 
 PriorLike = Union["ClassPrior", Sequence[float], torch.Tensor]
@@ -88,20 +90,15 @@ class ClassPrior:
 
     @classmethod
     def from_labels(cls, labels: Any, num_classes: Optional[int] = None, *, smoothing: float = 0.0) -> "ClassPrior":
-        """Count integer labels in ``[0, num_classes)``; ``num_classes`` defaults to ``max(label) + 1``."""
-        y = torch.as_tensor(labels)
+        """Count integer labels in ``[0, num_classes)``; ``num_classes`` defaults to ``max(label) + 1``.
+
+        Labels are checked by :func:`lt_registry.labels.check_labels` (integer [N], values in range).
+        """
+        y = check_labels(labels, num_classes, what="labels").cpu()
         if y.numel() == 0:
             raise ValueError("labels are empty: cannot estimate a class prior from no samples.")
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise ValueError(f"labels must be integers, got dtype {y.dtype}.")
-        y = y.reshape(-1).long().cpu()
-        if (y < 0).any():
-            raise ValueError(f"labels must be >= 0, found {int(y.min())}.")
-        top = int(y.max())
         if num_classes is None:
-            num_classes = top + 1
-        elif top >= num_classes:
-            raise ValueError(f"label {top} is out of range for num_classes={num_classes} (labels must be < num_classes).")
+            num_classes = int(y.max()) + 1
         return cls(torch.bincount(y, minlength=num_classes), smoothing=smoothing)
 
     # ---- derived quantities ------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 r"""Figures and tables for a run folder (DESIGN "run folder"; SPEC 6): reliability diagrams, the per-bin
-calibration table, confusion matrices, per-class accuracy and a markdown table of the final metrics.
+calibration table, confusion matrices and per-class accuracy. The numbers themselves come from
+:mod:`lt_registry.metrics` (docs/method.md §6); this module only draws and writes them.
 
-    from lt_registry.report import write_calibration_report, confusion_matrix, plot_confusion
-    write_calibration_report(run_dir, metrics)          # -> calibration/reliability.png, calibration/bins.csv
+    from lt_registry.metrics import confusion_matrix
+    from lt_registry.report import plot_confusion, reliability_diagram, write_bins_table
+    reliability_diagram(metrics["bins"], run_dir / "calibration" / "reliability.png", ece=..., mce=...)
+    write_bins_table(metrics["bins"], run_dir / "calibration" / "bins.csv")
     plot_confusion(confusion_matrix(preds, labels, C), run_dir / "confusion.png")
 
 Every figure is drawn on a :class:`matplotlib.figure.Figure` with its own
@@ -14,7 +17,9 @@ The ``bins`` argument is the reliability-bin dict of :func:`lt_registry.metrics.
 ``'bins'`` entry of :func:`~lt_registry.metrics.calibration_metrics` and
 :func:`~lt_registry.metrics.evaluate_predictions`): ``edges`` (``n + 1``), ``count``, ``accuracy`` and
 ``confidence`` (``n`` each; accuracy/confidence are fractions, NaN for empty bins). ECE and MCE are taken
-as fractions (as the metrics return them) and shown in percent.
+as fractions (as the metrics return them) and shown in percent; when not given they are computed from the
+bins by :func:`lt_registry.metrics.calibration_errors_from_bins`. Metric names shown in the figures are the
+labels of :data:`lt_registry.metrics.table.METRICS`.
 """
 from __future__ import annotations
 
@@ -26,7 +31,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -37,18 +41,17 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
 from torch import Tensor
 
+from .metrics.calibration import calibration_errors_from_bins
+from .metrics.table import metric
+
 __all__ = [
     "reliability_diagram",
     "reliability_diagrams_side_by_side",
     "write_bins_table",
     "read_bins_table",
-    "confusion_matrix",
     "plot_confusion",
     "plot_per_class_accuracy",
-    "write_calibration_report",
-    "metrics_markdown_table",
     "BINS_TABLE_COLUMNS",
-    "DEFAULT_TABLE_METRICS",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -58,19 +61,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Columns of the per-bin CSV written by :func:`write_bins_table`.
 BINS_TABLE_COLUMNS: Tuple[str, ...] = ("bin", "lower", "upper", "count", "fraction", "accuracy", "confidence",
                                        "gap")
-
-#: Metrics shown by :func:`metrics_markdown_table` by default, in this order (missing keys are skipped).
-DEFAULT_TABLE_METRICS: Tuple[str, ...] = ("top1", "many", "medium", "few", "ece", "mce", "ace", "sce",
-                                          "brier", "nll")
-
-_METRIC_LABELS: Dict[str, str] = {
-    "top1": "Top-1", "many": "Many-shot", "medium": "Medium-shot", "few": "Few-shot",
-    "head": "Head", "mid": "Mid", "tail": "Tail", "ece": "ECE", "mce": "MCE", "ace": "ACE", "tace": "TACE",
-    "sce": "SCE", "brier": "Brier", "nll": "NLL",
-}
-# metrics that are rates (accuracies, calibration errors): these get "(%)" when the caller says percent
-_RATE_METRICS = frozenset({"top1", "many", "medium", "few", "head", "mid", "tail", "ece", "mce", "ace",
-                           "tace", "sce"})
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies
 _C_ACC = "#0072B2"      # accuracy bars
@@ -191,11 +181,10 @@ class _Bins:
         """accuracy - confidence per bin (negative: over-confident); NaN for empty bins."""
         return self.accuracy - self.confidence
 
-    def ece(self) -> float:
-        return float(np.nansum(self.fraction * np.abs(self.gap)))
-
-    def mce(self) -> float:
-        return float(np.nanmax(np.abs(self.gap)))
+    def errors(self) -> Tuple[float, float]:
+        """(ECE, MCE) of these bins, from :func:`lt_registry.metrics.calibration_errors_from_bins`."""
+        return calibration_errors_from_bins({"count": self.count, "accuracy": self.accuracy,
+                                             "confidence": self.confidence})
 
     def mean_accuracy(self) -> float:
         return float(np.nansum(self.count * self.accuracy) / self.total)
@@ -204,8 +193,17 @@ class _Bins:
         return float(np.nansum(self.count * self.confidence) / self.total)
 
 
+def _calibration_errors(b: _Bins, ece: Optional[float], mce: Optional[float], what: str = "") -> Tuple[float, float]:
+    """The given ECE/MCE (checked fractions), else those of the bins."""
+    if ece is None or mce is None:
+        from_bins = b.errors()
+        ece = from_bins[0] if ece is None else ece
+        mce = from_bins[1] if mce is None else mce
+    return _check_fraction(ece, f"{what}ece"), _check_fraction(mce, f"{what}mce")
+
+
 def _calibration_line(ece: Optional[float], mce: Optional[float]) -> str:
-    return f"ECE = {100 * ece:.2f}%   MCE = {100 * mce:.2f}%"
+    return f"{metric('ece').label} = {100 * ece:.2f}%   {metric('mce').label} = {100 * mce:.2f}%"
 
 
 def _draw_reliability(ax: Axes, ax_hist: Axes, b: _Bins, *, legend: bool = True) -> None:
@@ -263,8 +261,7 @@ def _reliability_figure(bins: Mapping[str, Any], title: Optional[str], ece: Opti
                         mce: Optional[float]) -> Figure:
     """Build the figure of :func:`reliability_diagram` (not saved)."""
     b = _Bins(bins)
-    ece = b.ece() if ece is None else _check_fraction(ece, "ece")
-    mce = b.mce() if mce is None else _check_fraction(mce, "mce")
+    ece, mce = _calibration_errors(b, ece, mce)
     fig = _new_figure((5.0, 6.2))
     ax, ax_hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     _draw_reliability(ax, ax_hist, b)
@@ -290,7 +287,8 @@ def reliability_diagram(bins: Mapping[str, Any], path: PathLike, *, title: Optio
         path: the ``.png`` file to write (parent folders are created).
         title: first title line (e.g. the run name); the ECE/MCE line follows it.
         ece, mce: fractions as returned by the metrics; when omitted they are computed from ``bins``
-            (``ECE = sum_b |B_b|/N |acc_b - conf_b|``, ``MCE = max_b |acc_b - conf_b|``, SPEC 6).
+            (``ECE = sum_b |B_b|/N |acc_b - conf_b|``, ``MCE = max_b |acc_b - conf_b|``, docs/method.md §6)
+            by :func:`lt_registry.metrics.calibration_errors_from_bins`.
         dpi: resolution of the PNG.
 
     Returns:
@@ -311,9 +309,7 @@ def _side_by_side_figure(panels: Sequence[Tuple[str, Mapping[str, Any], Optional
             raise ValueError(f"panels[{i}] must be a (label, bins, ece, mce) tuple, got {item!r:.80}.")
         label, bins, ece, mce = item
         b = _Bins(bins)
-        checked.append((str(label), b,
-                        b.ece() if ece is None else _check_fraction(ece, f"panels[{i}] ece"),
-                        b.mce() if mce is None else _check_fraction(mce, f"panels[{i}] mce")))
+        checked.append((str(label), b, *_calibration_errors(b, ece, mce, f"panels[{i}] ")))
     k = len(checked)
     fig = _new_figure((4.6 * k, 6.2))
     axes = fig.subplots(2, k, sharex=True, sharey="row", gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
@@ -416,48 +412,7 @@ def read_bins_table(path: PathLike) -> Dict[str, Any]:
     }
 
 
-# ---- confusion matrix ----------------------------------------------------------------------------------
-
-def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """Confusion counts ``cm[t, p]`` = number of samples of true class ``t`` predicted as ``p``.
-
-    One ``bincount`` over ``t * C + p`` (vectorised, on the inputs' device).
-
-    Args:
-        preds: integer class predictions [N], or floating scores [N, C] (the argmax is taken).
-        labels: integer true classes [N].
-        num_classes: C; every prediction and label must lie in ``[0, C)``.
-
-    Returns:
-        int64 tensor [C, C]; rows are true classes, columns predicted classes; it sums to N.
-
-    >>> confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
-    tensor([[1, 0, 0],
-            [0, 1, 0],
-            [0, 1, 1]])
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-    p = preds.detach() if isinstance(preds, Tensor) else torch.as_tensor(preds)
-    y = labels.detach() if isinstance(labels, Tensor) else torch.as_tensor(labels)
-    if p.is_floating_point():
-        if p.ndim != 2 or p.shape[1] != num_classes:
-            raise ValueError(f"floating preds are taken as scores and must have shape [N, {num_classes}], "
-                             f"got {tuple(p.shape)}; pass integer class indices [N] otherwise.")
-        p = p.argmax(dim=1)
-    if p.ndim != 1 or y.ndim != 1 or p.numel() != y.numel():
-        raise ValueError(f"preds and labels must be 1-D of the same length N, got shapes {tuple(p.shape)} "
-                         f"and {tuple(y.shape)}.")
-    if y.is_floating_point() or y.dtype == torch.bool or p.dtype == torch.bool:
-        raise ValueError("labels and preds must be integer class indices.")
-    p, y = p.to(torch.long), y.to(device=p.device, dtype=torch.long)
-    if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes
-                      or int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"preds and labels must lie in [0, {num_classes}); found preds in "
-                         f"[{int(p.min())}, {int(p.max())}] and labels in [{int(y.min())}, {int(y.max())}].")
-    flat = torch.bincount(y * num_classes + p, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes)
-
+# ---- confusion matrix (counts from lt_registry.metrics.confusion_matrix) -------------------------------
 
 def _confusion_figure(cm: Any, class_names: Optional[Sequence[str]], title: Optional[str],
                       annotate: Optional[bool]) -> Figure:
@@ -533,7 +488,7 @@ def plot_confusion(cm: Any, path: PathLike, class_names: Optional[Sequence[str]]
     classes ticks are sparse class indices on a 1-2-5 step (e.g. every 10th of 100, every 100th of 1000).
 
     Args:
-        cm: [C, C] counts (tensor or array), e.g. from :func:`confusion_matrix`.
+        cm: [C, C] counts (tensor or array), e.g. from :func:`lt_registry.metrics.confusion_matrix`.
         path: the ``.png`` file to write.
         class_names: C names for the ticks (used when C <= 20).
         title: figure title (default "Confusion matrix").
@@ -607,8 +562,9 @@ def _per_class_figure(per_class_acc: Any, class_counts: Any, class_names: Option
     ax2.set_ylabel("Training images per class (log)")
 
     handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.5, label=lab)
-               for c, lab in ((_C_MANY, f"Many-shot (> {many})"), (_C_MEDIUM, f"Medium ({few}-{many})"),
-                              (_C_FEW, f"Few-shot (< {few})"))]
+               for c, lab in ((_C_MANY, f"{metric('many').label} (> {many})"),
+                              (_C_MEDIUM, f"{metric('medium').label} ({few}-{many})"),
+                              (_C_FEW, f"{metric('few').label} (< {few})"))]
     handles.append(ax2.lines[0])
     handles[-1].set_label("Training count")
     # below the axes: never over the bars or the count line, and clear of the title
@@ -642,103 +598,3 @@ def plot_per_class_accuracy(per_class_acc: Any, class_counts: Any, path: PathLik
     """
     fig = _per_class_figure(per_class_acc, class_counts, class_names, many, few, percent, title)
     return _save(fig, _prepare_path(path, ".png"), dpi)
-
-
-# ---- run-folder convenience --------------------------------------------------------------------------
-
-def write_calibration_report(run_dir: PathLike, metrics: Optional[Mapping[str, Any]] = None, *,
-                             probs: Optional[Tensor] = None, logits: Optional[Tensor] = None,
-                             labels: Optional[Tensor] = None, n_bins: int = 15, title: Optional[str] = None,
-                             subdir: str = "calibration", dpi: int = _DPI) -> Dict[str, Path]:
-    """Write ``<run_dir>/calibration/reliability.png`` and ``<run_dir>/calibration/bins.csv``.
-
-    Either pass ``metrics`` (a dict with ``'bins'`` and optionally ``'ece'``/``'mce'`` as fractions, e.g. the
-    output of :func:`~lt_registry.metrics.evaluate_predictions`), or ``probs``/``logits`` plus ``labels``, in
-    which case :func:`~lt_registry.metrics.calibration_metrics` is computed here (softmax of the logits in
-    float64).
-
-    Returns:
-        ``{'reliability': <png path>, 'bins': <csv path>}``.
-    """
-    if metrics is None:
-        if labels is None or (probs is None) == (logits is None):
-            raise ValueError("pass either metrics (a dict with 'bins') or labels with exactly one of probs / logits.")
-        from .metrics import calibration_metrics  # local: keeps this module importable on its own
-        if logits is not None:
-            probs = torch.softmax(logits.detach().to(torch.float32 if logits.device.type == "mps"
-                                                     else torch.float64), dim=1)
-        metrics = calibration_metrics(probs, labels, n_bins=n_bins)
-    elif probs is not None or logits is not None or labels is not None:
-        raise ValueError("pass either metrics or probs/logits + labels, not both.")
-    if not isinstance(metrics, Mapping) or "bins" not in metrics:
-        raise ValueError("metrics must be a dict with a 'bins' entry (see lt_registry.metrics.calibration_metrics).")
-    out = Path(run_dir) / subdir
-    png = reliability_diagram(metrics["bins"], out / "reliability.png", title=title,
-                              ece=metrics.get("ece"), mce=metrics.get("mce"), dpi=dpi)
-    csv_path = write_bins_table(metrics["bins"], out / "bins.csv")
-    return {"reliability": png, "bins": csv_path}
-
-
-# ---- markdown ------------------------------------------------------------------------------------------
-
-def _fmt_cell(v: Any, digits: Optional[int]) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, Tensor):
-        v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"metric values must be numbers, got {v!r:.60}.")
-    v = float(v)
-    if not math.isfinite(v):
-        return "n/a"
-    return f"{v:.{digits}f}" if digits is not None else f"{v:.4g}"
-
-
-def metrics_markdown_table(final: Mapping[str, Any], keys: Optional[Sequence[str]] = None, *,
-                           digits: Optional[int] = None, percent: bool = False) -> str:
-    """A markdown table of final metrics, numbers exactly as given (no rescaling).
-
-    ``final`` is either one run's flat dict (``{'top1': 82.75, 'ece': 10.19, ...}``) -> columns
-    ``Metric | Value``, or ``{run label: dict}`` -> one column per run (e.g. None-CE vs UniMix-Bayias).
-
-    Args:
-        final: the metrics; non-finite values (e.g. a NaN few-shot split) print as ``n/a``.
-        keys: metrics to show, in order; default :data:`DEFAULT_TABLE_METRICS` (top1, many, medium, few,
-            ece, mce, ace, sce, brier, nll), skipping those absent from every run. An explicitly requested
-            key that no run has raises ``KeyError``.
-        digits: fixed decimals; default: 4 significant digits (``82.75``, ``0.1019``).
-        percent: the rates (accuracies and calibration errors) are in percent: their labels get ``(%)``.
-            Only the labels change.
-
-    >>> print(metrics_markdown_table({"top1": 82.75, "ece": 10.19}, percent=True))
-    | Metric | Value |
-    |---|---:|
-    | Top-1 (%) | 82.75 |
-    | ECE (%) | 10.19 |
-    """
-    if not isinstance(final, Mapping) or not final:
-        raise ValueError("final must be a non-empty dict of metrics (or of runs -> metrics).")
-    nested = all(isinstance(v, Mapping) for v in final.values())
-    # a "|" inside a run label would end the cell early
-    runs: Dict[str, Mapping[str, Any]] = ({str(k).replace("|", "\\|"): v for k, v in final.items()} if nested
-                                          else {"Value": final})
-    if keys is None:
-        keys = [k for k in DEFAULT_TABLE_METRICS if any(k in r for r in runs.values())]
-        if not keys:
-            raise ValueError(f"none of the default metrics {list(DEFAULT_TABLE_METRICS)} is in final; "
-                             "pass keys= to choose which to show.")
-    else:
-        absent = [k for k in keys if not any(k in r for r in runs.values())]
-        if absent:
-            available = sorted(set().union(*runs.values()))
-            raise KeyError(f"metrics {absent} are in none of the runs (available: {available}).")
-
-    def label(k: str) -> str:
-        name = _METRIC_LABELS.get(k, k)
-        return f"{name} (%)" if percent and k in _RATE_METRICS else name
-
-    lines = ["| Metric | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
-    for k in keys:
-        cells = [_fmt_cell(r.get(k), digits) for r in runs.values()]
-        lines.append(f"| {label(k)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

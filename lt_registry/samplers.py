@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ._registry import SAMPLERS, register_sampler
+from .labels import check_labels
 from .prior import ClassPrior
 
 __all__ = [
@@ -61,29 +62,6 @@ def _check_int(value: Any, name: str, *, minimum: Optional[int] = None, accepted
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}{accepted}, got {value}.")
     return value
-
-
-def _check_labels(labels: Any) -> torch.Tensor:
-    """Labels as a 1-D int64 CPU tensor; the dtype/sign/range checks themselves live in ClassPrior."""
-    if labels is None:
-        raise ValueError("labels are required: one integer class label per training-set index "
-                         "(a list, numpy array or tensor of ints).")
-    if isinstance(labels, torch.Tensor):
-        y = labels.detach().cpu()
-    else:
-        try:
-            y = torch.as_tensor(labels)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise ValueError("labels must be a 1-D sequence of integer class labels (list, numpy array or "
-                             f"tensor), got {type(labels).__name__}.") from e
-    if y.ndim != 1:
-        raise ValueError(f"labels must be 1-D (one integer class label per dataset index), got shape "
-                         f"{tuple(y.shape)}; pass class indices, not one-hot or soft labels.")
-    if y.numel() == 0:
-        raise ValueError("labels are empty: a sampler needs at least one training sample.")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices (int dtype), got dtype {y.dtype}.")
-    return y.long()
 
 
 # ---- base class ----------------------------------------------------------------------------------------
@@ -115,10 +93,10 @@ class LabelSampler(Sampler[int]):
         num_replicas: Optional[int] = None,
         rank: Optional[int] = None,
     ) -> None:
-        y = _check_labels(labels)
         if num_classes is not None:
             num_classes = _check_int(num_classes, "num_classes", minimum=1,
                                      accepted=" (the size of the label space)")
+        y = check_labels(labels, num_classes, what="labels").cpu()
         # smoothing=1 only switches off ClassPrior's "empty class" rejection (an empty class is harmless for
         # sampling); the raw counts are what the samplers use.
         cp = ClassPrior.from_labels(y, num_classes, smoothing=1.0)

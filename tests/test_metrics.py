@@ -1,4 +1,4 @@
-"""Tests for lt_registry.metrics (SPEC 6): accuracy splits and calibration metrics.
+"""Tests for lt_registry.metrics (SPEC 6): accuracy splits, the confusion matrix and calibration metrics.
 
 Expected numbers in the hand-computed cases are written out from the definitions; ECE/MCE are also
 checked against torchmetrics as an independent oracle, and ACE/SCE against naive loop references.
@@ -13,7 +13,9 @@ from lt_registry import ClassPrior
 from lt_registry.metrics import (
     adaptive_calibration_error,
     brier_score,
+    calibration_errors_from_bins,
     calibration_metrics,
+    confusion_matrix,
     evaluate_predictions,
     expected_calibration_error,
     maximum_calibration_error,
@@ -68,6 +70,30 @@ def test_ece_mce_hand_case():
     # bin 2: acc 1/2, conf 0.5 -> gap 0; bin 3: acc 1, conf 0.75 -> gap 0.25 (weight 2/4)
     assert expected_calibration_error(P, Y, n_bins=5) == pytest.approx(0.5 * 0.25)
     assert maximum_calibration_error(P, Y, n_bins=5) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("seed,n,c,temperature,n_bins", [(0, 500, 10, 3.0, 15), (3, 300, 7, 0.3, 10),
+                                                         (5, 40, 4, 8.0, 20)])
+def test_calibration_errors_from_bins_agree_with_ece_mce(seed, n, c, temperature, n_bins):
+    probs, labels = _random_case(seed, n, c, temperature, torch.float64)
+    bins = reliability_bins(probs, labels, n_bins=n_bins)
+    ece, mce = calibration_errors_from_bins(bins)
+    assert ece > 0.01 and mce > ece  # a non-trivial comparison
+    assert ece == pytest.approx(expected_calibration_error(probs, labels, n_bins=n_bins), abs=1e-12)
+    assert mce == pytest.approx(maximum_calibration_error(probs, labels, n_bins=n_bins), abs=1e-12)
+
+
+def test_calibration_errors_from_bins_hand_case_and_bad_bins():
+    # ECE = 2/8 * |0.5 - 0.25| + 6/8 * |0.5 - 0.9| = 0.0625 + 0.3 = 0.3625; MCE = 0.4; the empty bin is ignored
+    bins = {"count": [2, 0, 6], "accuracy": [0.5, float("nan"), 0.5], "confidence": [0.25, float("nan"), 0.9]}
+    ece, mce = calibration_errors_from_bins(bins)
+    assert ece == pytest.approx(0.3625) and mce == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="'count', 'accuracy' and 'confidence'"):
+        calibration_errors_from_bins({"count": [1]})
+    with pytest.raises(ValueError, match="at least one sample"):
+        calibration_errors_from_bins({"count": [0, 0], "accuracy": [0, 0], "confidence": [0, 0]})
+    with pytest.raises(ValueError, match="n >= 1 counts"):
+        calibration_errors_from_bins({"count": [1, 2], "accuracy": [0.5], "confidence": [0.5, 0.5]})
 
 
 # ---- bins and their convention -----------------------------------------------------------------------
@@ -303,6 +329,44 @@ def test_cuda_matches_cpu():
     assert out["top1"] == pytest.approx(top1_accuracy(probs, labels))
 
 
+# ---- confusion matrix ---------------------------------------------------------------------------------
+
+def test_confusion_matrix_hand_example():
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3])
+    preds = torch.tensor([0, 1, 1, 1, 0, 2, 1, 3])
+    cm = confusion_matrix(preds, labels, 4)
+    expected = torch.tensor([[1, 1, 0, 0],
+                             [1, 2, 0, 0],
+                             [0, 1, 1, 0],
+                             [0, 0, 0, 1]])
+    assert cm.dtype == torch.int64 and torch.equal(cm, expected)
+    # rows are true classes: row sums are the label counts, column sums the prediction counts
+    assert cm.sum(1).tolist() == [2, 3, 2, 1] and cm.sum(0).tolist() == [2, 4, 1, 1]
+
+
+def test_confusion_matrix_scores_and_loop_reference():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(500, 7, generator=g)
+    labels = torch.randint(0, 7, (500,), generator=g)
+    cm = confusion_matrix(scores, labels, 7)
+    ref = torch.zeros(7, 7, dtype=torch.int64)
+    for t, p in zip(labels.tolist(), scores.argmax(1).tolist()):
+        ref[t, p] += 1
+    assert torch.equal(cm, ref) and int(cm.sum()) == 500
+    assert torch.equal(confusion_matrix(scores.argmax(1).int(), labels, 7), ref)
+
+
+def test_confusion_matrix_rejects_bad_inputs():
+    with pytest.raises(ValueError, match=r"preds: class index 3 is out of range for num_classes=3"):
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match=r"labels: class index -1 is out of range for num_classes=3"):
+        confusion_matrix(torch.tensor([0, 2]), torch.tensor([-1, 1]), 3)
+    with pytest.raises(ValueError, match=r"labels must be 1-D with shape \[N\] = \[3\]"):
+        confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match="scores"):
+        confusion_matrix(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]), 3)
+
+
 # ---- bad inputs ---------------------------------------------------------------------------------------
 
 GOOD_P = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
@@ -316,10 +380,10 @@ GOOD_Y = torch.tensor([0, 2])
     (torch.tensor([[1, 0, 0], [0, 0, 1]]), GOOD_Y, r"floating-point"),
     (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), r"empty \(N = 0"),
     (torch.tensor([[float("nan"), 0.5, 0.5], [0.2, 0.2, 0.6]]), GOOD_Y, r"NaN or infinite"),
-    (GOOD_P, torch.tensor([0.0, 2.0]), r"integer tensor of class indices"),
-    (GOOD_P, torch.tensor([0, 3]), r"\[0, 3\) for 3 classes"),
-    (GOOD_P, torch.tensor([-1, 2]), r"\[0, 3\) for 3 classes"),
-    (GOOD_P, torch.tensor([0, 1, 2]), r"number of samples N: 3 labels for 2"),
+    (GOOD_P, torch.tensor([0.0, 2.0]), r"labels must be integer class indices .* got dtype torch.float32"),
+    (GOOD_P, torch.tensor([0, 3]), r"labels: class index 3 is out of range for num_classes=3"),
+    (GOOD_P, torch.tensor([-1, 2]), r"labels: class index -1 is out of range for num_classes=3"),
+    (GOOD_P, torch.tensor([0, 1, 2]), r"labels must be 1-D with shape \[N\] = \[2\] .*got shape \(3,\)"),
     (GOOD_P, torch.tensor([[0], [2]]), r"labels must be 1-D"),
 ])
 def test_bad_probs_or_labels_raise(probs, labels, match):
@@ -354,10 +418,12 @@ def test_bad_accuracy_inputs_raise():
         per_class_accuracy(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), 2)
     with pytest.raises(ValueError, match=r"has 3 columns but num_classes=4"):
         per_class_accuracy(GOOD_P, GOOD_Y, 4)
-    with pytest.raises(ValueError, match=r"predicted classes must lie in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"predicted classes: class index 5 is out of range for num_classes=2"):
         per_class_accuracy(torch.tensor([0, 5]), torch.tensor([0, 1]), 2)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels: class index 7 is out of range for num_classes=3"):
         top1_accuracy(GOOD_P, torch.tensor([0, 7]))
+    with pytest.raises(ValueError, match=r"labels: class index 3 is out of range for num_classes=3"):
+        evaluate_predictions(GOOD_P, torch.tensor([3, 0]), [10, 20, 30])
     with pytest.raises(ValueError, match=r"per_class_acc must have shape \[C\] with C = 3"):
         split_accuracy([1.0, 0.5], [300, 50, 5])
     with pytest.raises(ValueError, match=r"needs class_counts"):

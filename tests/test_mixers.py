@@ -220,10 +220,12 @@ def test_mixer_bad_inputs():
     with pytest.raises(ValueError, match="partner must be 'dataset' or 'batch'"):
         L.create_mixer("unimix", class_counts=COUNTS, partner="global")
     m = L.create_mixer("mixup")
-    with pytest.raises(ValueError, match="x \\[B, ...\\] and integer labels y \\[B\\]"):
+    with pytest.raises(ValueError, match="mixer labels y must be 1-D with shape \\[N\\] = \\[4\\]"):
         m(x, y[:2])
-    with pytest.raises(ValueError, match="integer class labels"):
+    with pytest.raises(ValueError, match="mixer labels y must be integer class indices"):
         m(x, y.float())
+    with pytest.raises(ValueError, match="non-empty batch"):
+        m(x[:0], y[:0])
     with pytest.raises(ValueError, match="partner batch must match"):
         m(x, y, partner=(x[:2], y[:2]))
     with pytest.raises(ValueError, match="kappa"):

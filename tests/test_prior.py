@@ -54,10 +54,14 @@ def test_bad_counts_are_rejected_with_reason(bad, match):
 def test_bad_labels_and_test_priors():
     with pytest.raises(ValueError, match="labels are empty"):
         ClassPrior.from_labels([])
-    with pytest.raises(ValueError, match="out of range for num_classes=2"):
+    with pytest.raises(ValueError, match="labels: class index 2 is out of range for num_classes=2"):
         ClassPrior.from_labels([0, 2], num_classes=2)
-    with pytest.raises(ValueError, match="integers"):
+    with pytest.raises(ValueError, match="labels: class index -1 is out of range"):
+        ClassPrior.from_labels([0, -1])
+    with pytest.raises(ValueError, match="labels must be integer class indices"):
         ClassPrior.from_labels([0.5, 1.0])
+    with pytest.raises(ValueError, match=r"labels must be 1-D with shape \[N\]"):
+        ClassPrior.from_labels([[0, 1]])
     with pytest.raises(ValueError, match="one entry per class \\(3\\)"):
         ClassPrior([1, 2, 3]).offset([0.5, 0.5])
     with pytest.raises(ValueError, match="positive and finite"):

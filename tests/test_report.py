@@ -1,5 +1,5 @@
-"""Tests for lt_registry.report: figures (valid, non-trivial PNGs that show what they claim), the per-bin CSV,
-the confusion matrix and the markdown table.
+"""Tests for lt_registry.report: figures (valid, non-trivial PNGs that show what they claim) and the per-bin
+CSV. The numbers drawn (confusion counts, ECE/MCE from bins) are tested in test_metrics.py.
 
 Image checks decode the written PNG with matplotlib.image.imread and look for the colours the figure promises
 (e.g. the over-confident gap tint covers a large area only for an over-confident model), so a blank or
@@ -14,7 +14,8 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from lt_registry.metrics import calibration_metrics, evaluate_predictions
+from lt_registry.metrics import calibration_errors_from_bins, calibration_metrics, confusion_matrix, evaluate_predictions
+from lt_registry.metrics.table import metric
 from lt_registry.report import (
     BINS_TABLE_COLUMNS,
     _GAP_OVER,
@@ -22,15 +23,13 @@ from lt_registry.report import (
     _confusion_figure,
     _per_class_figure,
     _reliability_figure,
-    confusion_matrix,
-    metrics_markdown_table,
+    _side_by_side_figure,
     plot_confusion,
     plot_per_class_accuracy,
     read_bins_table,
     reliability_diagram,
     reliability_diagrams_side_by_side,
     write_bins_table,
-    write_calibration_report,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -131,6 +130,19 @@ def test_reliability_hand_bins():
     assert title == "ECE = 25.00%   MCE = 25.00%"
 
 
+def test_missing_ece_mce_come_from_the_bins(over_metrics, under_metrics):
+    """ECE/MCE not passed are those of lt_registry.metrics.calibration_errors_from_bins, per panel and value."""
+    ece_b, mce_b = calibration_errors_from_bins(under_metrics["bins"])
+    mce_a = calibration_errors_from_bins(over_metrics["bins"])[1]
+    fig = _side_by_side_figure([("a", over_metrics["bins"], over_metrics["ece"], None),
+                                ("b", under_metrics["bins"], None, None)], None)
+    top = [ax.get_title() for ax in fig.axes[:2]]  # row-major: the two reliability panels come first
+    assert top[0] == f"a\nECE = {100 * over_metrics['ece']:.2f}%   MCE = {100 * mce_a:.2f}%"
+    assert top[1] == f"b\nECE = {100 * ece_b:.2f}%   MCE = {100 * mce_b:.2f}%"
+    # the labels are those of the metric table
+    assert f"{metric('ece').label} = " in top[1] and f"{metric('mce').label} = " in top[1]
+
+
 def test_reliability_rejects_bad_inputs(tmp_path, over_metrics):
     with pytest.raises(ValueError, match="fraction"):
         reliability_diagram(over_metrics["bins"], tmp_path / "r.png", ece=21.7)  # percent passed by mistake
@@ -226,40 +238,6 @@ def test_read_bins_table_rejects_other_csv(tmp_path):
 
 # ---- confusion matrix -----------------------------------------------------------------------------------
 
-def test_confusion_matrix_hand_example():
-    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3])
-    preds = torch.tensor([0, 1, 1, 1, 0, 2, 1, 3])
-    cm = confusion_matrix(preds, labels, 4)
-    expected = torch.tensor([[1, 1, 0, 0],
-                             [1, 2, 0, 0],
-                             [0, 1, 1, 0],
-                             [0, 0, 0, 1]])
-    assert cm.dtype == torch.int64 and torch.equal(cm, expected)
-    # rows are true classes: row sums are the label counts, column sums the prediction counts
-    assert cm.sum(1).tolist() == [2, 3, 2, 1] and cm.sum(0).tolist() == [2, 4, 1, 1]
-
-
-def test_confusion_matrix_scores_and_loop_reference():
-    g = torch.Generator().manual_seed(1)
-    scores = torch.randn(500, 7, generator=g)
-    labels = torch.randint(0, 7, (500,), generator=g)
-    cm = confusion_matrix(scores, labels, 7)
-    ref = torch.zeros(7, 7, dtype=torch.int64)
-    for t, p in zip(labels.tolist(), scores.argmax(1).tolist()):
-        ref[t, p] += 1
-    assert torch.equal(cm, ref) and int(cm.sum()) == 500
-    assert torch.equal(confusion_matrix(scores.argmax(1).int(), labels, 7), ref)
-
-
-def test_confusion_matrix_rejects_bad_inputs():
-    with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
-    with pytest.raises(ValueError, match="same length"):
-        confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 3)
-    with pytest.raises(ValueError, match="scores"):
-        confusion_matrix(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]), 3)
-
-
 def test_plot_confusion_small_with_names(tmp_path):
     logits, labels, _ = _synthetic(temperature=2.0)
     cm = confusion_matrix(logits, labels, 10)
@@ -296,7 +274,7 @@ def test_plot_confusion_many_classes_sparse_ticks(tmp_path, c):
     _assert_non_trivial(_read_png(plot_confusion(cm, tmp_path / f"cm{c}.png")))
 
 
-# ---- per-class accuracy, run-folder report -------------------------------------------------------------
+# ---- per-class accuracy -----------------------------------------------------------------------------
 
 def test_plot_per_class_accuracy(tmp_path, over_metrics, lt_counts):
     acc = list(over_metrics["per_class_accuracy"])
@@ -310,59 +288,12 @@ def test_plot_per_class_accuracy(tmp_path, over_metrics, lt_counts):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "3", "4", "0", "5", "6", "7", "8", "9", "2"]
     assert ax2.get_yscale() == "log"
     assert list(ax2.lines[0].get_ydata()) == sorted(shuffled, reverse=True)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == [f"{metric('many').label} (> 100)", f"{metric('medium').label} (20-100)",
+                      f"{metric('few').label} (< 20)", "Training count"]
     with pytest.raises(ValueError, match="percent"):
         plot_per_class_accuracy([50.0] * 10, lt_counts, tmp_path / "x.png")
     _read_png(plot_per_class_accuracy([50.0] * 10, lt_counts, tmp_path / "pct.png", percent=True))
-
-
-def test_write_calibration_report(tmp_path, over_metrics):
-    paths = write_calibration_report(tmp_path / "run", over_metrics, title="None-CE")
-    assert paths == {"reliability": tmp_path / "run" / "calibration" / "reliability.png",
-                     "bins": tmp_path / "run" / "calibration" / "bins.csv"}
-    _assert_non_trivial(_read_png(paths["reliability"]))
-    assert read_bins_table(paths["bins"])["count"] == over_metrics["bins"]["count"]
-
-    logits, labels, _ = _synthetic(temperature=2.2)
-    from_logits = write_calibration_report(tmp_path / "run2", logits=logits, labels=labels)
-    assert read_bins_table(from_logits["bins"])["count"] == over_metrics["bins"]["count"]
-    with pytest.raises(ValueError):
-        write_calibration_report(tmp_path / "run3")
-    with pytest.raises(ValueError):
-        write_calibration_report(tmp_path / "run3", {"ece": 0.1})
-
-
-# ---- markdown -----------------------------------------------------------------------------------------
-
-FINAL = {"top1": 82.75, "many": 91.2, "medium": 80.05, "few": 70.5, "ece": 10.19, "mce": 25.47, "ace": 4.321,
-         "sce": 1.234, "brier": 0.2817, "nll": 0.6931, "per_class_accuracy": [1.0, 2.0]}
-
-
-def test_metrics_markdown_table_numbers_as_given():
-    md = metrics_markdown_table(FINAL, percent=True)
-    lines = md.splitlines()
-    assert lines[0] == "| Metric | Value |" and lines[1] == "|---|---:|"
-    assert len(lines) == 2 + 10
-    for label, value in [("Top-1 (%)", "82.75"), ("Many-shot (%)", "91.2"), ("Medium-shot (%)", "80.05"),
-                         ("Few-shot (%)", "70.5"), ("ECE (%)", "10.19"), ("MCE (%)", "25.47"),
-                         ("ACE (%)", "4.321"), ("SCE (%)", "1.234"), ("Brier", "0.2817"), ("NLL", "0.6931")]:
-        assert f"| {label} | {value} |" in lines
-    assert "8275" not in md and "0.8275" not in md and "per_class" not in md  # no rescaling, no lists
-
-
-def test_metrics_markdown_table_fractions_runs_and_nan():
-    frac = {"top1": 0.8275, "ece": 0.1019, "few": float("nan")}
-    md = metrics_markdown_table({"None-CE": {"top1": 0.7036, "ece": 0.2053, "few": 0.4},
-                                 "UniMix-Bayias": frac})
-    lines = md.splitlines()
-    assert lines[0] == "| Metric | None-CE | UniMix-Bayias |"
-    assert "| Top-1 | 0.7036 | 0.8275 |" in lines
-    assert "| Few-shot | 0.4 | n/a |" in lines
-    assert "| ECE | 0.2053 | 0.1019 |" in lines
-    assert metrics_markdown_table(frac, ["ece"], digits=2).splitlines()[2] == "| ECE | 0.10 |"
-    with pytest.raises(KeyError):
-        metrics_markdown_table(frac, ["brier"])
-    with pytest.raises(ValueError):
-        metrics_markdown_table({})
 
 
 # ---- no pyplot, no global backend switch ----------------------------------------------------------------
@@ -374,7 +305,8 @@ def test_report_does_not_use_pyplot(tmp_path):
         "import sys, torch, matplotlib\n"
         "raw = lambda: {k: dict.__getitem__(matplotlib.rcParams, k) for k in dict.keys(matplotlib.rcParams)}\n"
         "before = raw()\n"
-        "from lt_registry.report import reliability_diagram, plot_confusion, confusion_matrix\n"
+        "from lt_registry.metrics import confusion_matrix\n"
+        "from lt_registry.report import reliability_diagram, plot_confusion\n"
         "b = {'edges': [0, .5, 1], 'count': [1, 3], 'accuracy': [0., 1.], 'confidence': [.4, .9]}\n"
         f"reliability_diagram(b, r'{tmp_path / 'r.png'}')\n"
         "cm = confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 0]), 2)\n"

@@ -276,12 +276,12 @@ def test_manual_sharding(name, kw, num_samples, replicas):
 # ---- bad input --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,kwargs,match", [
     ("random", dict(labels=[]), "labels are empty"),
-    ("random", dict(labels=None), "labels are required"),
-    ("random", dict(labels=[0, 1, -1]), "labels must be >= 0"),
+    ("random", dict(labels=None), "labels are missing"),
+    ("random", dict(labels=[0, 1, -1]), "labels: class index -1 is out of range; class indices must be >= 0"),
     ("random", dict(labels=[0.0, 1.0]), "labels must be integer"),
     ("random", dict(labels=[True, False]), "labels must be integer"),
     ("random", dict(labels=[[0, 1], [1, 0]]), "labels must be 1-D"),
-    ("random", dict(labels=[0, 1, 5], num_classes=3), "out of range for num_classes=3"),
+    ("random", dict(labels=[0, 1, 5], num_classes=3), "labels: class index 5 is out of range for num_classes=3"),
     ("random", dict(labels=[0, 1], num_classes=0), "num_classes must be >= 1"),
     ("random", dict(labels=[0, 1], num_samples=0), "num_samples must be >= 1"),
     ("random", dict(labels=[0, 1], num_samples=-5), "num_samples must be >= 1"),
@@ -303,7 +303,7 @@ def test_manual_sharding(name, kw, num_samples, replicas):
     ("drs", dict(labels=[0, 1], after=[1, 2]), "after must be a registered sampler name"),
     ("drs", dict(labels=[0, 1], start_epoch=-1), "start_epoch must be >= 0"),
     ("drs", dict(labels=[0, 1], after="progressive"), "progressive needs total_epochs"),
-    ("drs", dict(labels=[0, -1]), "labels must be >= 0"),
+    ("drs", dict(labels=[0, -1]), "labels: class index -1 is out of range"),
 ])
 def test_bad_input(name, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from ..labels import check_labels
 from ..mixers.base import MixedTarget
 from ..prior import ClassPrior, as_prior
 
@@ -31,9 +32,22 @@ class LTLoss(nn.Module):
         class_counts: training counts per class or a :class:`ClassPrior` (required where ``needs_prior``).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         class_weight: optional per-class weights [C] (see :meth:`set_class_weight`).
+
+    Attributes:
+        validate_labels: check that every label lies in ``[0, C)`` (:func:`lt_registry.labels.check_labels`)
+            also for labels on an accelerator, at one host sync per call. Labels on the CPU are always
+            checked. Set it to ``False`` on an instance when the labels were validated where they entered
+            (the training recipe does), so the training step has no per-step sync.
     """
 
+    #: the loss needs the training class counts
     needs_prior = False
+    #: the trained logits are already free of the training prior (they assume a uniform test prior), as after
+    #: logit adjustment or Bayias; otherwise they carry the training prior. Post-hoc prior moves, the model card
+    #: and the calibrators read this instead of a list of loss names.
+    prior_free = False
+    #: range-check labels on accelerators too (one host sync per call); see the class docstring
+    validate_labels = True
 
     def __init__(self, class_counts: Any = None, *, reduction: str = "mean",
                  class_weight: Optional[Any] = None):
@@ -83,12 +97,11 @@ class LTLoss(nn.Module):
             return loss
         return loss * self.class_weight.to(loss.device, loss.dtype)[y]
 
-    def _check(self, logits: torch.Tensor, y: torch.Tensor, what: str) -> None:
-        if y.ndim != 1 or y.shape[0] != logits.shape[0]:
-            raise ValueError(f"{what} must have shape [B] = [{logits.shape[0]}], got {tuple(y.shape)}.")
-        if y.is_floating_point() or y.dtype == torch.bool:
-            raise ValueError(f"{what} must hold integer class indices, got dtype {y.dtype} "
-                             "(soft targets are given as MixedTarget(y_a, y_b, lam)).")
+    def _labels(self, logits: torch.Tensor, y: Any, what: str) -> torch.Tensor:
+        """``y`` checked against the logits: integer [B] in ``[0, C)``, as int64."""
+        if not torch.is_tensor(y):
+            raise TypeError(f"{what} must be a LongTensor [B] or a MixedTarget, got {type(y).__name__}.")
+        return check_labels(y, logits.shape[1], what=what, n=logits.shape[0], sync=self.validate_labels)
 
     def forward(self, logits: torch.Tensor, target: Target) -> torch.Tensor:
         if not torch.is_tensor(logits) or logits.ndim != 2:
@@ -99,20 +112,19 @@ class LTLoss(nn.Module):
             raise ValueError(f"logits have {C} classes but the loss was built for {self.num_classes} "
                              "(class_counts length); the model's num_classes must match the data.")
         if isinstance(target, MixedTarget):
-            self._check(logits, target.y_a, "target.y_a")
-            self._check(logits, target.y_b, "target.y_b")
-            if target.lam.shape != target.y_a.shape:
-                raise ValueError(f"target.lam must have shape [B] = {tuple(target.y_a.shape)}, "
+            unmixed = target.y_b is target.y_a  # no mixing happened: lam * L + (1 - lam) * L = L
+            y_a = self._labels(logits, target.y_a, "target.y_a")
+            if target.lam.shape != y_a.shape:
+                raise ValueError(f"target.lam must have shape [B] = {tuple(y_a.shape)}, "
                                  f"got {tuple(target.lam.shape)}.")
-            if target.y_b is target.y_a:  # no mixing happened: lam * L + (1 - lam) * L = L
-                loss = self._weighted(self.per_sample(logits, target.y_a), target.y_a)
+            if unmixed:
+                loss = self._weighted(self.per_sample(logits, y_a), y_a)
             else:
-                loss = self.mixed_per_sample(logits, target)
-        elif torch.is_tensor(target):
-            self._check(logits, target, "target")
-            loss = self._weighted(self.per_sample(logits, target), target)
+                y_b = self._labels(logits, target.y_b, "target.y_b")
+                loss = self.mixed_per_sample(logits, MixedTarget(y_a, y_b, target.lam))
         else:
-            raise TypeError(f"target must be a LongTensor [B] or a MixedTarget, got {type(target).__name__}.")
+            y = self._labels(logits, target, "target")
+            loss = self._weighted(self.per_sample(logits, y), y)
         if self.reduction == "mean":
             return loss.mean()
         if self.reduction == "sum":

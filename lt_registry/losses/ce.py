@@ -54,12 +54,12 @@ class SoftmaxCE(LTLoss):
         return lam * la + (1 - lam) * lb
 
 
-@register_loss("ce", aliases=("cross_entropy", "erm"))
+@register_loss("ce", aliases=("cross_entropy", "erm"), label="CE", order=0)
 class CrossEntropy(SoftmaxCE):
     """Plain softmax cross-entropy (ERM), optional label smoothing."""
 
 
-@register_loss("focal", aliases=("focal_loss",))
+@register_loss("focal", aliases=("focal_loss",), label="Focal", order=1)
 class FocalLoss(SoftmaxCE):
     """Focal loss (Lin et al. 2017): ``(1 - p_y)^gamma * CE`` with ``p_y = exp(-CE)``; gamma = 0 is CE.
 
@@ -83,7 +83,7 @@ class FocalLoss(SoftmaxCE):
         return f"gamma={self.gamma}, " + super().extra_repr()
 
 
-@register_loss("cb", aliases=("class_balanced", "cb_loss"))
+@register_loss("cb", aliases=("class_balanced", "cb_loss"), label="CB", order=2)
 class ClassBalancedLoss(SoftmaxCE):
     """Class-balanced loss (Cui et al. 2019): per-class weights ``(1 - beta) / (1 - beta^{n_c})``,
     normalised to sum to C, on a base loss ``'softmax'`` (CE, default), ``'sigmoid'`` (one-vs-all BCE

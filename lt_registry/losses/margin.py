@@ -24,7 +24,7 @@ def ldam_margins(class_counts: Any, max_margin: float = 0.5) -> torch.Tensor:
     return (m * (max_margin / m.max())).to(torch.float32)
 
 
-@register_loss("ldam", aliases=("ldam_loss",))
+@register_loss("ldam", aliases=("ldam_loss",), label="LDAM", order=3)
 class LDAMLoss(LTLoss):
     """Label-distribution-aware margin loss: ``CE(s * (z - m_y e_y), y)`` (Cao et al. 2019; SPEC 3).
 
@@ -54,7 +54,8 @@ class LDAMLoss(LTLoss):
         return f"max_margin={self.max_margin}, scale={self.scale}, " + super().extra_repr()
 
 
-@register_loss("la", aliases=("logit_adjustment", "logit_adjusted", "balanced_softmax"))
+@register_loss("la", aliases=("logit_adjustment", "logit_adjusted", "balanced_softmax"), label="LA",
+               order=4)
 class LogitAdjustedLoss(SoftmaxCE):
     """Logit-adjusted loss (Menon et al. 2021): ``CE(z + tau * log pi, y)``, tau = 1 (SPEC 3).
 
@@ -62,6 +63,7 @@ class LogitAdjustedLoss(SoftmaxCE):
     """
 
     needs_prior = True
+    prior_free = True  # with tau = 1 (the default): z + log pi is trained, so z itself is prior-free
 
     def __init__(self, class_counts: Any = None, *, tau: float = 1.0, **kw: Any):
         super().__init__(class_counts, **kw)
@@ -77,7 +79,7 @@ class LogitAdjustedLoss(SoftmaxCE):
         return f"tau={self.tau}, " + super().extra_repr()
 
 
-@register_loss("bayias", aliases=("bayias_ce", "bayias_compensated"))
+@register_loss("bayias", aliases=("bayias_ce", "bayias_compensated"), label="Bayias", order=5)
 class BayiasLoss(SoftmaxCE):
     """Bayias-compensated CE (paper Eq. 14-15, App. B Eq. B.17): ``CE(z + log pi - log pi', y)``.
 
@@ -87,6 +89,7 @@ class BayiasLoss(SoftmaxCE):
     """
 
     needs_prior = True
+    prior_free = True
 
     def __init__(self, class_counts: Any = None, *, test_prior: Optional[PriorLike] = None, **kw: Any):
         super().__init__(class_counts, **kw)

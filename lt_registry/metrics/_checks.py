@@ -1,7 +1,8 @@
 """Input checks shared by the metric functions.
 
 Every check raises a ValueError that says what was wrong and what is accepted. Checks run once per public
-call; the private ``_compute`` helpers in the sibling modules assume checked inputs.
+call; the private ``_compute`` helpers in the sibling modules assume checked inputs. Labels (and hard
+predictions) go through the package's one label check, :func:`lt_registry.labels.check_labels`.
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["work_dtype", "check_labels", "check_scores", "check_probs", "check_n_bins", "check_preds"]
+from ..labels import check_labels
+
+__all__ = ["work_dtype", "check_scores", "check_probs", "check_n_bins", "check_preds"]
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -28,25 +31,6 @@ def _as_tensor(x: Any, name: str) -> Tensor:
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{name} must be a torch.Tensor (or array-like convertible to one), "
                          f"got {type(x).__name__}.") from e
-
-
-def check_labels(labels: Any, n: int, num_classes: int, device: torch.device) -> Tensor:
-    """Labels: integer tensor [N] with values in [0, num_classes); returned as int64 on ``device``."""
-    y = _as_tensor(labels, "labels")
-    if y.dtype not in _INT_DTYPES:
-        raise ValueError(f"labels must be an integer tensor of class indices (torch.long), got dtype {y.dtype}; "
-                         "if you have one-hot or soft targets, pass their argmax.")
-    if y.ndim != 1:
-        raise ValueError(f"labels must be 1-D with shape [N], got shape {tuple(y.shape)}.")
-    if y.numel() != n:
-        raise ValueError(f"labels and predictions disagree on the number of samples N: {y.numel()} labels "
-                         f"for {n} prediction rows; they must match.")
-    y = y.to(device=device, dtype=torch.long)
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}) for {num_classes} classes, "
-                         f"found values in [{lo}, {hi}].")
-    return y
 
 
 def check_scores(scores: Any, name: str = "logits") -> Tensor:
@@ -86,7 +70,7 @@ def check_probs(probs: Any, labels: Any, atol: Optional[float] = None) -> Tuple[
             "probs must be probabilities: entries in [0, 1] and each row summing to 1 "
             f"(tolerance {atol:g}); got entries in [{lo:.4g}, {hi:.4g}] and row {worst} summing to "
             f"{float(pw[worst].sum()):.6g}. If these are logits, pass torch.softmax(logits, dim=1).")
-    y = check_labels(labels, p.shape[0], p.shape[1], p.device)
+    y = check_labels(labels, p.shape[1], n=p.shape[0]).to(p.device)
     return p, y
 
 
@@ -118,12 +102,9 @@ def check_preds(preds: Any, labels: Any, num_classes: Optional[int]) -> Tuple[Te
             raise ValueError("preds_or_logits is empty (N = 0 samples): metrics need at least one sample.")
         if num_classes is None:
             raise ValueError("num_classes is required when preds_or_logits holds hard predictions of shape [N].")
-        p = p.long()
-        if int(p.min()) < 0 or int(p.max()) >= num_classes:
-            raise ValueError(f"predicted classes must lie in [0, {num_classes}), found values in "
-                             f"[{int(p.min())}, {int(p.max())}].")
+        p = check_labels(p, num_classes, what="predicted classes")
     else:
         raise ValueError("preds_or_logits must be integer predictions [N] or scores [N, C], "
                          f"got shape {tuple(p.shape)}.")
-    y = check_labels(labels, p.shape[0], num_classes, p.device)
+    y = check_labels(labels, num_classes, n=p.shape[0]).to(p.device)
     return p, y, num_classes

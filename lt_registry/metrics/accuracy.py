@@ -12,10 +12,11 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
+from ..labels import check_labels
 from ..prior import ClassPrior
-from ._checks import check_labels, check_preds, check_scores, work_dtype
+from ._checks import check_preds, check_scores, work_dtype
 
-__all__ = ["top1_accuracy", "per_class_accuracy", "split_accuracy"]
+__all__ = ["top1_accuracy", "per_class_accuracy", "split_accuracy", "confusion_matrix"]
 
 
 def top1_accuracy(logits_or_probs: Tensor, labels: Tensor) -> float:
@@ -33,7 +34,7 @@ def top1_accuracy(logits_or_probs: Tensor, labels: Tensor) -> float:
     0.6666666666666666
     """
     s = check_scores(logits_or_probs, "logits_or_probs")
-    y = check_labels(labels, s.shape[0], s.shape[1], s.device)
+    y = check_labels(labels, s.shape[1], n=s.shape[0]).to(s.device)
     return (s.argmax(dim=1) == y).sum().item() / y.numel()
 
 
@@ -111,3 +112,35 @@ def split_accuracy(per_class_acc: Any, class_counts: Any, many: int = 100, few: 
         vals = vals[~torch.isnan(vals)]
         out[name] = float(vals.mean()) if vals.numel() else math.nan
     return out
+
+
+def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Confusion counts ``cm[t, p]`` = number of samples of true class ``t`` predicted as ``p``.
+
+    One ``bincount`` over ``t * C + p`` (vectorised, on the inputs' device).
+
+    Args:
+        preds: integer class predictions [N], or floating scores [N, C] (the argmax is taken).
+        labels: integer true classes [N].
+        num_classes: C; every prediction and label must lie in ``[0, C)``.
+
+    Returns:
+        int64 tensor [C, C]; rows are true classes, columns predicted classes; it sums to N.
+
+    >>> confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    tensor([[1, 0, 0],
+            [0, 1, 0],
+            [0, 1, 1]])
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+    p = preds.detach() if isinstance(preds, Tensor) else torch.as_tensor(preds)
+    if p.is_floating_point():
+        if p.ndim != 2 or p.shape[1] != num_classes:
+            raise ValueError(f"floating preds are taken as scores and must have shape [N, {num_classes}], "
+                             f"got {tuple(p.shape)}; pass integer class indices [N] otherwise.")
+        p = p.argmax(dim=1)
+    p = check_labels(p, num_classes, what="preds")
+    y = check_labels(labels, num_classes, n=p.numel()).to(p.device)
+    flat = torch.bincount(y * num_classes + p, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)

@@ -17,7 +17,7 @@ Every public function validates its inputs and raises ValueError naming what was
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -34,6 +34,7 @@ __all__ = [
     "negative_log_likelihood",
     "reliability_bins",
     "binning_scheme",
+    "calibration_errors_from_bins",
 ]
 
 
@@ -283,6 +284,41 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict[st
     p, y = check_probs(probs, labels)
     n_bins = check_n_bins(n_bins)
     return _bins_dict(*_reliability(p, y, n_bins), n_bins)
+
+
+def calibration_errors_from_bins(bins: Mapping[str, Any]) -> Tuple[float, float]:
+    r"""ECE and MCE (fractions) from reliability bins alone (docs/method.md §6), with the same formulas as
+    :func:`expected_calibration_error` and :func:`maximum_calibration_error`:
+
+    .. math:: \mathrm{ECE} = \sum_b \frac{|B_b|}{N} |\mathrm{acc}_b - \mathrm{conf}_b|, \qquad
+              \mathrm{MCE} = \max_{b:\,|B_b|>0} |\mathrm{acc}_b - \mathrm{conf}_b|
+
+    Args:
+        bins: a dict with ``count``, ``accuracy`` and ``confidence`` per bin (``n`` each; accuracy and
+            confidence are fractions, NaN or anything for empty bins), e.g. :func:`reliability_bins`' dict or
+            :func:`lt_registry.report.read_bins_table` of a run folder's ``bins.csv``.
+
+    >>> calibration_errors_from_bins({"count": [2, 6], "accuracy": [0.5, 0.5], "confidence": [0.25, 0.75]})
+    (0.25, 0.25)
+    """
+    if not isinstance(bins, Mapping) or any(k not in bins for k in ("count", "accuracy", "confidence")):
+        raise ValueError("bins must be a dict with 'count', 'accuracy' and 'confidence' per bin "
+                         "(see reliability_bins).")
+    try:
+        count, acc, conf = (torch.as_tensor(bins[k], dtype=torch.float64).detach().cpu().reshape(-1)
+                            for k in ("count", "accuracy", "confidence"))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError("bins['count'], bins['accuracy'] and bins['confidence'] must be sequences of numbers.") from e
+    if not (count.numel() == acc.numel() == conf.numel() >= 1):
+        raise ValueError(f"bins must hold n >= 1 counts, accuracies and confidences; got {count.numel()}, "
+                         f"{acc.numel()} and {conf.numel()}.")
+    full = count > 0
+    if not bool(torch.isfinite(count).all()) or bool((count < 0).any()) or not bool(full.any()):
+        raise ValueError(f"bins['count'] must be non-negative with at least one sample, got {count.tolist()}.")
+    # per-bin sums of confidences and hits, as _reliability gives them (empty bins: 0)
+    conf_sum = torch.where(full, count * conf, torch.zeros_like(count))
+    hit_sum = torch.where(full, count * acc, torch.zeros_like(count))
+    return _ece(count, conf_sum, hit_sum).item(), _mce(count, conf_sum, hit_sum).item()
 
 
 def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15,

@@ -6,12 +6,14 @@ from typing import Any, Dict
 import torch
 from torch import Tensor
 
+from ..labels import check_labels
 from ..prior import ClassPrior
-from ._checks import check_labels, check_n_bins, check_scores, work_dtype
+from ._checks import check_n_bins, check_scores, work_dtype
 from .accuracy import per_class_accuracy, split_accuracy, top1_accuracy
 from .calibration import calibration_metrics
+from .table import to_report_units
 
-__all__ = ["evaluate_predictions"]
+__all__ = ["evaluate_predictions", "report_metrics"]
 
 
 def evaluate_predictions(logits: Tensor, labels: Tensor, class_counts: Any, *, n_bins: int = 15,
@@ -32,7 +34,7 @@ def evaluate_predictions(logits: Tensor, labels: Tensor, class_counts: Any, *, n
     """
     s = check_scores(logits, "logits")
     N, C = s.shape
-    y = check_labels(labels, N, C, s.device)
+    y = check_labels(labels, C, n=N).to(s.device)
     n_bins = check_n_bins(n_bins)
     try:
         n_counts = class_counts.num_classes if isinstance(class_counts, ClassPrior) else len(class_counts)
@@ -49,3 +51,13 @@ def evaluate_predictions(logits: Tensor, labels: Tensor, class_counts: Any, *, n
     probs = torch.softmax(s.to(work_dtype(s.device)), dim=1)
     out.update(calibration_metrics(probs, y, n_bins=n_bins, tace_threshold=tace_threshold))
     return out
+
+
+def report_metrics(logits: Tensor, labels: Tensor, class_counts: Any, *, n_bins: int = 15) -> Dict[str, Any]:
+    """The ``final`` block of ``metrics.json`` (every metric of :data:`~lt_registry.metrics.table.METRICS`
+    x100, the per-class accuracies in percent, the number of samples) and the reliability ``bins``."""
+    m = evaluate_predictions(logits, labels, class_counts, n_bins=n_bins)
+    final: Dict[str, Any] = to_report_units(m)
+    final["per_class_accuracy"] = [None if v != v else round(100.0 * float(v), 4) for v in m["per_class_accuracy"]]
+    final["num_test_samples"] = int(m["num_samples"])
+    return {"final": final, "bins": m["bins"]}

@@ -6,9 +6,12 @@ partner (``pair_index``) and the factors (``factors``); pairing, shape checks an
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import torch
+
+from ..labels import check_labels
+from ..prior import as_prior
 
 __all__ = ["MixedTarget", "Mixer", "sample_beta"]
 
@@ -47,11 +50,31 @@ def _check_alpha(alpha: float, name: str = "alpha") -> float:
     return float(alpha)
 
 
+def _num_classes(class_counts: Any) -> Optional[int]:
+    """C of optional class counts (a ClassPrior or counts; zero counts are fine for a mixer that only needs C)."""
+    return None if class_counts is None else as_prior(class_counts, smoothing=1.0).num_classes
+
+
 class Mixer:
     """Base class. ``partner=None`` pairs inside the batch; ``partner=(x2, y2)`` mixes with a batch drawn
-    by a partner sampler (paper Algorithm 1). Fully vectorised and on ``x.device``."""
+    by a partner sampler (paper Algorithm 1). Fully vectorised and on ``x.device``.
+
+    Attributes:
+        num_classes: C, known when the mixer was built with class counts; labels must lie in ``[0, C)``
+            (``None``: only ``y >= 0`` is checked).
+        validate_labels: check the label range (:func:`lt_registry.labels.check_labels`) also for labels on
+            an accelerator, at one host sync per call; labels on the CPU are always checked. Set it to
+            ``False`` on an instance when the labels were validated where they entered (the training
+            recipe does), so the training step has no per-step sync.
+    """
 
     name = "base"
+    num_classes: Optional[int] = None
+    validate_labels = True
+
+    def _labels(self, y: torch.Tensor, n: int, what: str = "mixer labels y") -> torch.Tensor:
+        """``y`` checked: integer [n] in ``[0, C)``, as int64 (:func:`lt_registry.labels.check_labels`)."""
+        return check_labels(y, self.num_classes, what=what, n=n, sync=self.validate_labels)
 
     def pair_index(self, y: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """Index [B] into the batch choosing each sample's partner (default: a random permutation)."""
@@ -67,11 +90,9 @@ class Mixer:
                  generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, MixedTarget]:
         if not torch.is_tensor(x) or not torch.is_tensor(y):
             raise TypeError("mixer expects tensors x [B, ...] and y [B].")
-        if y.ndim != 1 or x.shape[0] != y.shape[0] or y.numel() == 0:
-            raise ValueError(f"mixer expects x [B, ...] and integer labels y [B] with B > 0; got x {tuple(x.shape)}, "
-                             f"y {tuple(y.shape)}.")
-        if y.is_floating_point():
-            raise ValueError("mixer expects integer class labels y, not soft or float targets.")
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"mixer expects a non-empty batch x [B, ...] with B > 0; got x {tuple(x.shape)}.")
+        y = self._labels(y, x.shape[0])
         if partner is None:
             idx = self.pair_index(y, generator)
             x2, y2 = x[idx], y[idx]
@@ -80,10 +101,10 @@ class Mixer:
                 x2, y2 = partner
             except (TypeError, ValueError):
                 raise ValueError("partner must be a pair (x2, y2) of tensors.") from None
-            if tuple(x2.shape) != tuple(x.shape) or tuple(y2.shape) != tuple(y.shape):
+            if not torch.is_tensor(x2) or not torch.is_tensor(y2) or tuple(x2.shape) != tuple(x.shape):
                 raise ValueError(f"partner batch must match the anchor batch: x {tuple(x.shape)} vs x2 "
-                                 f"{tuple(x2.shape)}, y {tuple(y.shape)} vs y2 {tuple(y2.shape)}.")
-            x2, y2 = x2.to(x.device), y2.to(y.device)
+                                 f"{tuple(getattr(x2, 'shape', ()))}.")
+            x2, y2 = x2.to(x.device), self._labels(y2.to(y.device), x.shape[0], "partner labels y2")
         lam_x, lam_y = self.factors(y, y2, generator)
         w = lam_x.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
         x_mixed = x * w + x2 * (1 - w)  # lerp-like; keeps x's dtype and memory format

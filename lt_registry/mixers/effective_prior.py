@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import torch
 
+from ..labels import check_labels
+
 __all__ = ["effective_label_prior"]
 
 
@@ -36,11 +38,10 @@ def effective_label_prior(mixer: Any, labels: Any, *, batches: int = 400, batch_
             attribute, ``'batch'`` when it has none.
     """
     from .._registry import create_sampler
-    from ..data.cifar_lt import labels_to_numpy
 
     prior = getattr(mixer, "prior", None)
     num_classes = prior.num_classes if prior is not None else None
-    y = torch.as_tensor(labels_to_numpy(labels, num_classes), dtype=torch.long)
+    y = check_labels(labels, num_classes, what="labels").cpu()
     if y.numel() == 0:
         raise ValueError("labels is empty: nothing to mix")
     num_classes = num_classes or int(y.max()) + 1

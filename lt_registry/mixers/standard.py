@@ -8,7 +8,7 @@ import torch
 
 from .._registry import register_mixer
 from ..prior import as_prior
-from .base import MixedTarget, Mixer, _check_alpha, sample_beta
+from .base import MixedTarget, Mixer, _check_alpha, _num_classes, sample_beta
 
 __all__ = ["NoMix", "Mixup", "Remix"]
 
@@ -27,23 +27,26 @@ class _CountsOnDevice:
         return t
 
 
-@register_mixer("none", aliases=("identity", "no_mix"))
+@register_mixer("none", aliases=("identity", "no_mix"), label="None", order=0)
 class NoMix(Mixer):
     """Identity: returns the batch unchanged with ``lam = 1`` (and ``y_b is y_a``, which losses skip)."""
 
     name = "none"
 
     def __init__(self, class_counts: Any = None):
-        pass
+        self.num_classes = _num_classes(class_counts)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, partner: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                  generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, MixedTarget]:
-        if y.ndim != 1 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"mixer expects x [B, ...] and labels y [B]; got x {tuple(x.shape)}, y {tuple(y.shape)}.")
+        if not torch.is_tensor(x) or not torch.is_tensor(y):
+            raise TypeError("mixer expects tensors x [B, ...] and y [B].")
+        if x.ndim < 1:
+            raise ValueError(f"mixer expects a batch x [B, ...]; got x {tuple(x.shape)}.")
+        y = self._labels(y, x.shape[0])
         return x, MixedTarget(y, y, torch.ones(y.shape, dtype=torch.float32, device=y.device))
 
 
-@register_mixer("mixup")
+@register_mixer("mixup", label="mixup", order=1)
 class Mixup(Mixer):
     """mixup: one ``lam ~ Beta(alpha, alpha)`` per batch (alpha = 1), partner = random permutation."""
 
@@ -51,6 +54,7 @@ class Mixup(Mixer):
 
     def __init__(self, class_counts: Any = None, *, alpha: float = 1.0):
         self.alpha = _check_alpha(alpha)
+        self.num_classes = _num_classes(class_counts)
 
     def factors(self, y_a, y_b, generator):
         lam = sample_beta(self.alpha, self.alpha, 1, device=y_a.device, generator=generator).expand(y_a.shape[0])
@@ -60,7 +64,7 @@ class Mixup(Mixer):
         return f"alpha={self.alpha}"
 
 
-@register_mixer("remix")
+@register_mixer("remix", label="Remix", order=2)
 class Remix(Mixer):
     """Remix: images mixed with one ``lam ~ Beta(alpha, alpha)`` per batch; the label weight is pushed to the
     minority class: ``lam_y = 0`` if ``n_a / n_b >= kappa`` and ``lam < t``; ``lam_y = 1`` if
@@ -76,6 +80,7 @@ class Remix(Mixer):
             raise ValueError(f"remix t (mixing threshold) must be in [0, 1], got {t!r}.")
         self.kappa, self.t = float(kappa), float(t)
         self.prior = as_prior(class_counts, what="mixer 'remix'")
+        self.num_classes = self.prior.num_classes
         self._counts = _CountsOnDevice(self.prior.counts)
 
     def factors(self, y_a, y_b, generator):

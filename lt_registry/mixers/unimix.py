@@ -79,7 +79,7 @@ def resolve_unimix_preset(preset: str, num_classes: int, dataset: Optional[str] 
     return out
 
 
-@register_mixer("unimix")
+@register_mixer("unimix", label="UniMix", order=3)
 class UniMix(Mixer):
     """UniMix mixer (paper Eq. 6-9).
 
@@ -102,6 +102,7 @@ class UniMix(Mixer):
     def __init__(self, class_counts: Any = None, *, preset: str = "paper", alpha: Optional[float] = None,
                  tau: Optional[float] = None, dataset: Optional[str] = None, partner: Optional[str] = None):
         self.prior = as_prior(class_counts, what="mixer 'unimix'")
+        self.num_classes = self.prior.num_classes
         cfg = resolve_unimix_preset(preset, self.prior.num_classes, dataset)
         self.preset = preset
         self.alpha = _check_alpha(cfg["alpha"] if alpha is None else alpha)
