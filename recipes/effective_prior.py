@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lt_registry import create_mixer  # noqa: E402
-from lt_registry.ablation import MixSpec  # noqa: E402
+from lt_registry.grid.cells import MixSpec  # noqa: E402
 from lt_registry.mixers import effective_label_prior  # noqa: E402
 from lt_registry.data.cifar_lt import CIFAR_SPECS  # noqa: E402
 from lt_registry.prior import long_tail_counts  # noqa: E402

@@ -27,3 +27,40 @@ def lt_counts():
 def _seed():
     torch.manual_seed(0)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def offline_env(**extra: str) -> dict:
+    """The environment for a recipe run in a child process: Hub offline, no token, a fixed hash seed."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0", **extra)
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def fake_metrics(top1, ece=10.0, mce=30.0, many=90.0, medium=70.0, few=40.0, epochs=200, imb=100.0) -> dict:
+    """A run folder's metrics.json with made-up numbers (percent), as the ablation grid reads it."""
+    return {"final": {"top1": top1, "ece": ece, "mce": mce, "many": many, "medium": medium, "few": few, "nll": 80.0,
+                      "head": top1 + 10, "mid": top1, "tail": top1 - 10},
+            "epochs": [{"epoch": e, "epoch_time_s": 1.5} for e in range(epochs)],
+            "lt": {"dataset": "cifar10_lt", "imb_factor": imb, "epochs": epochs, "versions": {"lt_registry_commit": "abc"}}}
+
+
+def fake_grid(root: Path):
+    """A finished grid under ``root/runs``: mixers none / unimix x losses ce / bayias x seeds 0 / 1 at cifar10_lt
+    rho 100 with made-up top-1 (None-CE 70 / 72, None-Bayias 78 / 80, UniMix-CE 76 / -, UniMix-Bayias 82 / 83);
+    UniMix-CE seed 1 has no run folder and a grid.json record saying it failed.
+    Returns ``(cells, runs_dir, records)``."""
+    import json
+
+    from lt_registry.grid import expand_grid
+
+    cells = expand_grid(["none", "unimix"], ["ce", "bayias"], ["cifar10_lt"], [100.0], [0, 1])
+    runs = Path(root) / "runs"
+    top1 = {("none", "ce"): (70.0, 72.0), ("none", "bayias"): (78.0, 80.0), ("unimix", "ce"): (76.0, None),
+            ("unimix", "bayias"): (82.0, 83.0)}
+    for c in cells:
+        v = top1[(c.mix.name, c.loss.name)][c.seed]
+        if v is not None:
+            (runs / c.name).mkdir(parents=True)
+            (runs / c.name / "metrics.json").write_text(json.dumps(fake_metrics(v, ece=20.0 - c.seed * 2)))
+    records = {"cifar10_lt-r100-unimix-ce-s1": {"status": "failed", "error": "error: CUDA out of memory", "wall_s": 3.0}}
+    return cells, runs, records

@@ -1,40 +1,22 @@
-"""The ablation grid (paper Table 4: mixers x losses): commands, specs, grid files, tables, resume."""
+"""recipes/ablation.py: the command line, the job pool and grid.json (the grid itself: tests/test_grid_*.py)."""
 import csv
-import dataclasses
-import importlib.util
 import json
-import os
 import shlex
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from lt_registry.ablation import (RESULT_COLUMNS, LossSpec, MixSpec, aggregate, cell_matches, collect_results,
-                                  expand_grid, make_cell, plot_results, results_markdown, write_results_csv)
+from conftest import fake_grid, fake_metrics, load_recipe, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATION = ROOT / "recipes" / "ablation.py"
 TINY = ["--model", "resnet20_cifar", "--epochs", "2", "-b", "64", "--workers", "0", "--no-progress"]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    env.pop("HF_TOKEN", None)
-    return env
-
-
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("_ablation_recipe", ABLATION)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-RECIPE = _load_recipe()
+RECIPE = load_recipe("ablation")
 
 
 @pytest.fixture
@@ -54,7 +36,7 @@ def run_ablation(capsys):
 
 def run_ablation_process(*args, check=True, timeout=600):
     p = subprocess.run([sys.executable, str(ABLATION), *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout, env=_env(), cwd=ROOT)
+                       timeout=timeout, env=offline_env(), cwd=ROOT)
     if check and p.returncode != 0:
         raise AssertionError(f"ablation.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -74,8 +56,15 @@ def flag(cmd, name):
     return cmd[i + 1] if i + 1 < len(cmd) and not cmd[i + 1].startswith("--") else True
 
 
-# ---- commands ---------------------------------------------------------------------------------------------
+def write_train_args(runs, cells):
+    for c in cells:
+        if (runs / c.name).is_dir():
+            (runs / c.name / "train_args.yaml").write_text(
+                f"dataset: cifar10_lt\nimb_factor: 100.0\nmix: {c.mix.name}\npreset: paper\nloss: {c.loss.name}\n"
+                f"drw: false\ndrw_epoch: null\nseed: {c.seed}\nepochs: 200\n")
 
+
+# ---- commands ---------------------------------------------------------------------------------------------
 def test_dry_run_prints_the_12_commands_of_table4(run_ablation, tmp_path):
     out = tmp_path / "grid"
     p = run_ablation("--mix", "none", "mixup", "remix", "unimix", "--loss", "ce", "ldam", "bayias",
@@ -100,26 +89,17 @@ def test_dry_run_prints_the_12_commands_of_table4(run_ablation, tmp_path):
 
 def test_the_example_from_the_docs_runs_from_the_repo_root():
     p = run_ablation_process("--mix", "none", "mixup", "remix", "unimix", "--loss", "ce", "ldam", "bayias",
-                     "--dataset", "cifar10_lt", "--imb-factor", "100", "--dry-run")
+                             "--dataset", "cifar10_lt", "--imb-factor", "100", "--dry-run")
     assert len(commands(p.stdout)) == 12 and "output/ablation/cifar10_lt-r100" in p.stdout
+    assert "Grid file (--grid FILE.yaml" in run_ablation_process("--help").stdout
 
 
-def test_specs_expand_to_train_flags():
-    assert MixSpec.parse("unimix:official").train_flags() == ["--mix", "unimix", "--preset", "official"]
-    assert MixSpec.parse("unimix").train_flags() == ["--mix", "unimix", "--preset", "paper"]
-    assert MixSpec.parse("unimix:paper") == MixSpec.parse("unimix")
-    assert MixSpec.parse("mixup").train_flags() == ["--mix", "mixup"]
-    assert LossSpec.parse("ldam+drw").train_flags() == ["--loss", "ldam", "--drw"]
-    assert LossSpec.parse("bayias").train_flags() == ["--loss", "bayias"]
-    assert MixSpec.parse("unimix:official").label == "UniMix (official)" and LossSpec.parse("ldam+drw").label == "LDAM+DRW"
-    for bad, msg in (("mixup:official", "unimix only"), ("unimix:fast", "unknown UniMix preset")):
-        with pytest.raises(ValueError, match=msg):
-            MixSpec.parse(bad)
-    for bad in ("ldam+foo", "ldam+drw+drw", "+drw"):
-        with pytest.raises(ValueError, match="NAME\\+drw"):
-            LossSpec.parse(bad)
-    c = make_cell("cifar10_lt", 100, "unimix:official", "ldam+drw", 1)
-    assert c.name == "cifar10_lt-r100-unimix.official-ldam+drw-s1"
+@pytest.mark.parametrize("grid", sorted((ROOT / "recipes" / "configs").glob("ablation_*.yaml")), ids=lambda p: p.stem)
+def test_every_committed_grid_file_expands(run_ablation, grid, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the files name configs relative to the repository
+    p = run_ablation("--grid", grid.relative_to(ROOT), "--out", tmp_path / "g", "--dry-run")
+    n = int(p.stdout.strip().splitlines()[-1].split()[1])
+    assert n >= 2 and len(commands(p.stdout)) == n and "warning" not in p.stdout
 
 
 def test_dry_run_expands_specs_and_passes_extra_args(run_ablation, tmp_path):
@@ -149,6 +129,7 @@ def test_dry_run_expands_specs_and_passes_extra_args(run_ablation, tmp_path):
     (["--", "--lerning-rate", "0.1"], "unrecognized arguments: --lerning-rate"),
     (["--grid", "/nonexistent.yaml"], "grid file not found"),
     (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--report-only"], "--dry-run and --report-only exclude each other"),
 ])
 def test_bad_grid_input_ends_with_one_clear_message(run_ablation, tmp_path, args, message):
     own = list(args)
@@ -192,6 +173,7 @@ def test_yaml_grid_file_with_train_args_overrides_and_variants(run_ablation, tmp
     off = cmds["digits_lt-unimix.official-ldam+drw-s0"]
     assert (flag(off, "--preset"), flag(off, "--loss"), flag(off, "--drw")) == ("official", "ldam", True)
     assert flag(cmds["digits_lt-unimix-ce-s0-off1"], "--mix-off-epoch") == "1"
+    assert "# warning: --decay-milestones [3] >= --epochs 3" in p.stdout
     # flags override the file's keys; the default OUT comes from the file's name
     p = run_ablation("--grid", grid, "--seed", "7", "--dry-run")
     seeds = {flag(c, "--experiment"): flag(c, "--seed") for c in commands(p.stdout)}
@@ -214,28 +196,12 @@ def test_train_config_template_per_cell(run_ablation, tmp_path):
         assert cfg.name == f"{flag(c, '--dataset')}_r{flag(c, '--imb-factor')}.yaml" and cfg.is_file()
 
 
-def test_cell_matching_by_bare_name_and_spec():
-    uo = make_cell("d", None, "unimix:official", "ldam+drw", 0)
-    assert cell_matches(uo, {"mix": "unimix"}) and cell_matches(uo, {"loss": "ldam"})
-    assert cell_matches(uo, {"mix": "unimix:official", "loss": "ldam+drw"})
-    assert not cell_matches(uo, {"mix": "unimix:paper"}) and not cell_matches(uo, {"loss": ["ce", "bayias"]})
-    assert not cell_matches(make_cell("d", None, "unimix", "ldam", 0), {"loss": "ldam+drw"})
-
-
-# ---- resume state -----------------------------------------------------------------------------------------
-
-def _fake_metrics(top1, ece=10.0, mce=30.0, many=90.0, medium=70.0, few=40.0, epochs=200, imb=100.0):
-    return {"final": {"top1": top1, "ece": ece, "mce": mce, "many": many, "medium": medium, "few": few, "nll": 80.0,
-                      "head": top1 + 10, "mid": top1, "tail": top1 - 10},
-            "epochs": [{"epoch": e, "epoch_time_s": 1.5} for e in range(epochs)],
-            "lt": {"dataset": "cifar10_lt", "imb_factor": imb, "epochs": epochs, "versions": {"lt_registry_commit": "abc"}}}
-
-
-def test_dry_run_skips_finished_cells_and_resumes_interrupted_ones(run_ablation, tmp_path):
+# ---- resume -----------------------------------------------------------------------------------------------
+def test_dry_run_skips_finished_cells_and_resumes_incomplete_ones(run_ablation, tmp_path):
     out = tmp_path / "g"
     done, half = out / "runs" / "digits_lt-none-ce-s0", out / "runs" / "digits_lt-none-bayias-s0"
     done.mkdir(parents=True)
-    (done / "metrics.json").write_text(json.dumps(_fake_metrics(50.0)))
+    (done / "metrics.json").write_text(json.dumps(fake_metrics(50.0)))
     (half / "checkpoints").mkdir(parents=True)
     (half / "checkpoints" / "latest").write_text("epoch_0000")
     p = run_ablation("--mix", "none", "unimix", "--loss", "ce", "bayias", "--dataset", "digits_lt", "--out", out,
@@ -248,107 +214,32 @@ def test_dry_run_skips_finished_cells_and_resumes_interrupted_ones(run_ablation,
     assert "2 to run, 1 to resume, 1 finished" in p.stdout
 
 
-# ---- tables -----------------------------------------------------------------------------------------------
-
-def _fake_grid(tmp_path):
-    """2 mixers x 2 losses x 2 seeds at cifar10_lt rho 100, with made-up numbers; UniMix+CE seed 1 failed."""
-    cells = expand_grid(["none", "unimix"], ["ce", "bayias"], ["cifar10_lt"], [100.0], [0, 1])
-    runs = tmp_path / "runs"
-    top1 = {("none", "ce"): (70.0, 72.0), ("none", "bayias"): (78.0, 80.0), ("unimix", "ce"): (76.0, None),
-            ("unimix", "bayias"): (82.0, 83.0)}
-    for c in cells:
-        v = top1[(c.mix.name, c.loss.name)][c.seed]
-        if v is None:
-            continue
-        (runs / c.name).mkdir(parents=True)
-        (runs / c.name / "metrics.json").write_text(json.dumps(_fake_metrics(v, ece=20.0 - c.seed * 2)))
-    records = {"cifar10_lt-r100-unimix-ce-s1": {"status": "failed", "error": "error: CUDA out of memory", "wall_s": 3.0}}
-    return cells, runs, records
-
-
-def test_tables_from_run_folders_gain_mean_std_and_failed_cell(tmp_path):
-    cells, runs, records = _fake_grid(tmp_path)
-    rows = collect_results(cells, runs, records)
-    assert len(rows) == 8
-    by = {r["name"]: r for r in rows}
-    assert by["cifar10_lt-r100-unimix-ce-s1"]["status"] == "failed"
-    assert by["cifar10_lt-r100-unimix-ce-s1"]["error"] == "error: CUDA out of memory"
-    ok = by["cifar10_lt-r100-unimix-bayias-s1"]
-    assert ok["status"] == "ok" and ok["top1"] == 83.0 and ok["epochs"] == 200 and ok["train_s"] == 300.0
-    assert ok["preset"] == "paper" and ok["commit"] == "abc"
-
-    path = write_results_csv(rows, tmp_path / "results.csv")
-    with path.open() as f:
-        table = list(csv.DictReader(f))
-    assert len(table) == 8
-    for col in ("mix", "loss", "dataset", "imb_factor", "seed", "epochs", "top1", "ece", "mce", "many", "medium", "few",
-                "preset", "status", "run_dir", "wall_s"):
-        assert col in table[0], col
-    assert list(table[0]) == RESULT_COLUMNS
-
-    groups = {(g.row, g.col): g for g in aggregate(rows)}
-    g = groups[("UniMix", "Bayias")]
-    assert g.n == 2 and g.stat("top1")[0] == pytest.approx(82.5)
-    assert g.stat("top1")[1] == pytest.approx(0.70710678)  # sample std of 82, 83
-    assert g.gain == pytest.approx(82.5 - 79.0)  # over None + Bayias (mean of 78, 80)
-    assert groups[("UniMix", "CE")].n == 1 and groups[("UniMix", "CE")].gain == pytest.approx(76.0 - 71.0)
-    assert groups[("None", "CE")].gain is None
-
-    md = results_markdown(rows, title="t")
-    lines = md.splitlines()
-    i = lines.index("**Top-1 accuracy** (gain over None)")
-    top1 = lines[i + 2: i + 6]
-    assert top1[0] == "| Mixer \\ Loss | CE | Bayias |" and top1[1] == "|---|---:|---:|"
-    assert top1[2] == "| None | 71.00 ± 1.41 | 79.00 ± 1.41 |"
-    assert top1[3] == "| UniMix | 76.00 (+5.00) [n=1, 1 failed] | 82.50 ± 0.71 (+3.50) |"
-    assert all(ln.count("|") == 4 for ln in top1)
-    assert "| None | 19.00 ± 1.41 / 30.00 ± 0.00 |" in md  # ECE / MCE
-    i = lines.index("**Head / Mid / Tail** top-1 (class-index thirds, SPEC 6)")
-    assert lines[i + 4] == "| None | 81.00 ± 1.41 / 71.00 ± 1.41 / 61.00 ± 1.41 | 89.00 ± 1.41 / 79.00 ± 1.41 / 69.00 ± 1.41 |"
-    assert "2 seed(s) per cell (seeds 0, 1)" in md
-    assert "## Long form" in md and "| cifar10_lt | 100 | 200 | UniMix | Bayias | 2 | 82.50 ± 0.71 | +3.50 |" in md
-    assert "| cifar10_lt | 100 | 200 | UniMix | CE | 1 | 76.00 | +5.00 | 20.00 | 30.00 | 90.00 | 70.00 | 40.00 | 76.47 " \
-           "|  |  | 1 ok, 1 failed |" in md
-    assert "## Failed cells" in md and "`cifar10_lt-r100-unimix-ce-s1` (failed): error: CUDA out of memory" in md
-    # the paper's numbers for the same cells (SPEC 7)
-    assert "| UniMix | 76.47 | 82.75 |" in md and "| None | 70.36 | 78.70 |" in md
-
-    png = plot_results(aggregate(rows), tmp_path / "results.png", title="t")
-    assert png.read_bytes()[:8] == PNG
-
-
-def test_pending_cells_and_report_only_from_run_folders(run_ablation, tmp_path):
-    cells, runs, _ = _fake_grid(tmp_path)
-    rows = collect_results(cells, runs, {})
-    assert {r["status"] for r in rows} == {"ok", "pending"}
+# ---- report and publish -----------------------------------------------------------------------------------
+def test_report_only_from_run_folders_and_from_the_grid(run_ablation, tmp_path):
+    cells, runs, _ = fake_grid(tmp_path)
+    write_train_args(runs, cells)
     # --report-only with neither a grid nor grid.json: the cells come from the run folders' train_args.yaml
-    out = tmp_path
-    for c in cells:
-        if (runs / c.name).is_dir():
-            (runs / c.name / "train_args.yaml").write_text(
-                f"dataset: cifar10_lt\nimb_factor: 100.0\nmix: {c.mix.name}\npreset: paper\nloss: {c.loss.name}\n"
-                f"drw: false\ndrw_epoch: null\nseed: {c.seed}\nepochs: 200\n")
-    p = run_ablation("--report-only", "--out", out)
+    p = run_ablation("--report-only", "--out", tmp_path)
     assert "7 cells: 7 ok" in p.stdout
-    with (out / "results.csv").open() as f:
+    with (tmp_path / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 7
-    assert (out / "results.png").read_bytes()[:8] == PNG
-    assert "| UniMix | 76.00 (+5.00) [n=1] | 82.50 ± 0.71 (+3.50) |" in (out / "results.md").read_text()
+    assert (tmp_path / "results.png").read_bytes()[:8] == PNG
+    assert "| UniMix | 76.00 (+5.00) [n=1] | 82.50 ± 0.71 (+3.50) |" in (tmp_path / "results.md").read_text()
     # with the grid named, the missing cell shows as pending
-    p = run_ablation("--report-only", "--out", out, "--mix", "none", "unimix", "--loss", "ce", "bayias",
+    p = run_ablation("--report-only", "--out", tmp_path, "--mix", "none", "unimix", "--loss", "ce", "bayias",
                      "--dataset", "cifar10_lt", "--imb-factor", "100", "--seed", "0", "1")
     assert "8 cells: 7 ok, 1 pending" in p.stdout
+    p = run_ablation("--report-only", "--out", tmp_path / "empty", check=False)
+    assert p.returncode == 2 and "nothing to report" in p.stderr
 
 
 def test_publish_copies_the_report_and_each_finished_cells_small_files(run_ablation, tmp_path):
-    cells, runs, _ = _fake_grid(tmp_path)
+    cells, runs, _ = fake_grid(tmp_path)
     out = tmp_path
+    write_train_args(runs, cells)
     for c in cells:
         d = runs / c.name
         if d.is_dir():
-            (d / "train_args.yaml").write_text(
-                f"dataset: cifar10_lt\nimb_factor: 100.0\nmix: {c.mix.name}\npreset: paper\nloss: {c.loss.name}\n"
-                f"drw: false\ndrw_epoch: null\nseed: {c.seed}\nepochs: 200\n")
             (d / "calibration").mkdir(exist_ok=True)
             (d / "calibration" / "bins.csv").write_text("bin,count\n")
             (d / "model.safetensors").write_bytes(b"weights")      # never published
@@ -384,29 +275,22 @@ def test_publish_copies_the_report_and_each_finished_cells_small_files(run_ablat
     assert p.returncode == 2 and "--publish-models goes with --publish DIR" in p.stderr
 
 
-def test_unfinished_cells_with_the_default_rho_join_the_finished_block(tmp_path):
-    # rho left to the dataset: known from metrics.json once a cell ran, unknown for the cells still pending
-    cells = expand_grid(["none", "unimix"], ["ce"], ["digits_lt"], [None], [0])
-    cells = [dataclasses.replace(c, epochs=2) for c in cells]
-    run = tmp_path / "runs" / cells[0].name
-    run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps(_fake_metrics(40.0, epochs=2, imb=10.0)))
-    rows = collect_results(cells, tmp_path / "runs")
-    assert [r["status"] for r in rows] == ["ok", "pending"] and [r["imb_factor"] for r in rows] == [10.0, None]
-    groups = aggregate(rows)
-    assert {g.block for g in groups} == {("digits_lt", 10.0, 2)}
-    md = results_markdown(rows)
-    assert md.count("## digits_lt") == 1 and "| UniMix | pending |" in md
-
-
 # ---- real runs (tiny) -------------------------------------------------------------------------------------
+@pytest.fixture
+def out_in_repo():
+    """An output folder inside the repository (output/ is git-ignored), so paths are recorded relative to it."""
+    out = ROOT / "output" / f"_test_ablation_{uuid.uuid4().hex[:8]}"
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
 
-def test_failed_cell_is_reported_and_does_not_stop_the_others(tmp_path):
+
+def test_failed_cell_is_reported_and_does_not_stop_the_others(tmp_path, out_in_repo):
     grid = tmp_path / "g.yaml"
     grid.write_text("mix: none\nloss: [ce, bayias]\ndataset: digits_lt\n"
                     "cells:\n  - {loss: ce, train_args: [--model, resnet33_cifar]}\n")
-    out = tmp_path / "o"
-    p = run_ablation_process("--grid", grid, "--out", out, "--", *TINY, "--epochs", "1", check=False)
+    out = out_in_repo
+    p = run_ablation_process("--grid", grid, "--out", out.relative_to(ROOT), "--", *TINY, "--epochs", "1",
+                             check=False)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "FAILED  digits_lt-none-ce-s0" in p.stdout and "error: unknown model 'resnet33_cifar'" in p.stdout
     assert "ok      digits_lt-none-bayias-s0" in p.stdout
@@ -425,7 +309,11 @@ def test_failed_cell_is_reported_and_does_not_stop_the_others(tmp_path):
     for key in ("command", "git_commit", "hardware", "total_wall_s", "invocations"):
         assert key in rec, key
     assert rec["hardware"]["cpu_count"] >= 1 and "platform" in rec["hardware"]
-    assert "--grid" in rec["command"]
+    assert "--grid" in rec["command"] and rec["invocations"][-1]["cwd"] == "."
+    # what gets published names no path of this machine
+    for f in ("grid.json", "results.md", "results.csv"):
+        text = (out / f).read_text()
+        assert str(ROOT) not in text and sys.executable not in text, f
 
 
 @pytest.mark.slow
