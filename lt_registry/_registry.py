@@ -24,13 +24,27 @@ def _normalise(name: str) -> str:
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    """One registered component: its canonical name, the factory building it, and its aliases."""
+    """One registered component: its canonical name, the factory building it, its aliases, and the metadata
+    that tables, reports and model cards show: ``label`` (display name, e.g. ``"Bayias"``) and ``order`` (its
+    place in the paper's tables; entries without one follow, alphabetically) and ``meta``, further facts for reports (a
+dataset's ``hub_dataset`` and model-card ``note``)."""
 
     name: str
     factory: Callable[..., Any]
     aliases: Tuple[str, ...] = ()
     description: str = ""
     defaults: Dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    order: Optional[float] = None
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    @property
+    def sort_key(self) -> Tuple[float, str]:
+        return (float("inf") if self.order is None else float(self.order), self.name)
 
 
 class Registry:
@@ -52,13 +66,20 @@ class Registry:
         *,
         aliases: Iterable[str] = (),
         description: str = "",
+        label: str = "",
+        order: Optional[float] = None,
+        meta: Optional[Dict[str, Any]] = None,
         override: bool = False,
         **defaults: Any,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: ``@register_loss("focal", aliases=("focal_loss",))`` on a class or a function.
+        """Decorator: ``@register_loss("focal", aliases=("focal_loss",), label="Focal", order=1)`` on a class
+        or a function.
 
-        ``defaults`` are keyword arguments the factory receives unless the caller overrides them, so one
-        class can back several entries (``sqrt`` is ``prior_power`` with ``tau=0.5``).
+        ``label`` is the name tables, reports and model cards print (default: the registry name); ``order``
+        sorts entries as the paper's tables do (unordered entries come last, alphabetically); ``meta`` holds
+        further facts reports use (datasets: ``hub_dataset``, ``note`` for the model card). ``defaults``
+        are keyword arguments the factory receives unless the caller overrides them, so one class can back
+        several entries (``sqrt`` is ``prior_power`` with ``tau=0.5``).
         """
 
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,7 +92,8 @@ class Registry:
                             f"{self.kind} '{k}' is already registered; pass override=True to replace it."
                         )
             doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-            self._entries[key] = RegistryEntry(key, factory, alias_keys, doc, dict(defaults))
+            self._entries[key] = RegistryEntry(key, factory, alias_keys, doc, dict(defaults), label, order,
+                                               dict(meta or {}))
             for a in alias_keys:
                 self._aliases[a] = key
             return factory
@@ -95,6 +117,18 @@ class Registry:
     def get(self, name: str) -> RegistryEntry:
         """The entry for ``name`` (canonical or alias)."""
         return self._entries[self._resolve(name)]
+
+    def label(self, name: str) -> str:
+        """Display label of ``name`` (canonical or alias); an unregistered name is shown as it is."""
+        return self._entries[self._resolve(name)].display if name in self else str(name)
+
+    def sort_key(self, name: str) -> Tuple[float, str]:
+        """Key that sorts names in the paper's table order; unregistered names go last."""
+        return self._entries[self._resolve(name)].sort_key if name in self else (float("inf"), str(name))
+
+    def canonical(self, name: str) -> str:
+        """The canonical name of ``name`` or of one of its aliases (unknown names raise the usual ValueError)."""
+        return self._resolve(name)
 
     def create(self, name: Any, *args: Any, **kwargs: Any) -> Any:
         """Build ``name`` with the entry's defaults updated by ``kwargs``. Non-strings pass through."""

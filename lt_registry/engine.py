@@ -18,8 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["NonFiniteLossError", "TrainState", "train_one_epoch", "evaluate", "spec_lr_scheduler",
-           "CheckpointManager", "lr_at_epoch"]
+__all__ = ["NonFiniteLossError", "TrainState", "train_one_epoch", "evaluate", "CheckpointManager"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -55,32 +54,6 @@ class TrainState:
         for name, g in self.generators.items():
             if f"generator.{name}" in d:
                 g.set_state(d[f"generator.{name}"].cpu())
-
-
-def lr_at_epoch(epoch: int, lr: float, warmup_epochs: int = 5, milestones: Tuple[int, ...] = (160, 180),
-                decay_rate: float = 0.01) -> float:
-    """SPEC 5 schedule for 0-indexed ``epoch``: linear warmup ``lr * (e+1) / warmup``, then ``x decay_rate``
-    at each milestone (lr * 0.01 after 160, lr * 1e-4 after 180)."""
-    if epoch < warmup_epochs:
-        return lr * (epoch + 1) / warmup_epochs
-    return lr * decay_rate ** sum(epoch >= m for m in milestones)
-
-
-def spec_lr_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, lr: float, warmup_epochs: int = 5,
-                      milestones: Tuple[int, ...] = (160, 180), decay_rate: float = 0.01):
-    """SPEC 5 through timm's scheduler factory (multistep + warmup), stepped once per epoch.
-
-    timm's warmup reaches the base LR at ``warmup_t``; SPEC's 1-indexed ``lr * e / 5`` for ``e <= 5`` is
-    timm's warmup with ``warmup_t = warmup_epochs - 1`` starting from ``lr / warmup_epochs``. timm's multistep
-    decays once ``t + 1`` reaches a milestone, so the milestones are passed shifted by one.
-    """
-    from timm.scheduler import create_scheduler_v2
-
-    sched, _ = create_scheduler_v2(
-        optimizer, sched="multistep", num_epochs=epochs, decay_milestones=[m + 1 for m in milestones], decay_rate=decay_rate,
-        warmup_epochs=max(warmup_epochs - 1, 0), warmup_lr=lr / max(warmup_epochs, 1), warmup_prefix=False,
-        min_lr=0.0, step_on_epochs=True)
-    return sched
 
 
 def _cycle(loader: Any, epoch: int) -> Iterator[Any]:

@@ -1,6 +1,6 @@
-"""Run folders on the Hugging Face Hub: timm layout, model card, push and download.
+"""Loading and pushing run folders: from a local folder, ``local-dir:`` or ``hf-hub:``, and to the Hub.
 
-A run folder holds ``config.json`` (timm's format plus an ``lt`` block with the class counts, prior, mixer,
+A run folder (written by :mod:`lt_registry.run`) holds ``config.json`` (timm's format plus an ``lt`` block with the class counts, prior, mixer,
 loss and preset) and ``model.safetensors``, so it loads with ``timm.create_model("local-dir:<folder>")``
 and, once pushed, with ``timm.create_model("hf-hub:<id>", pretrained=True)`` (after ``import lt_registry``).
 Weights are only ever read with safetensors; the Hub token is used for the request and written nowhere.
@@ -12,33 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 
+from .card import write_model_card
 from .prior import ClassPrior
 
-__all__ = ["save_model_folder", "write_model_card", "build_model_card", "is_run_folder", "from_pretrained",
-           "load_run", "LoadedRun", "assumed_test_prior", "check_push_args", "push_to_hub", "HubError", "CARD_TEMPLATE"]
+__all__ = ["is_run_folder", "read_config", "from_pretrained", "load_run", "LoadedRun", "check_push_args", "push_to_hub",
+           "HubError"]
 
 PathLike = Union[str, os.PathLike]
-_CARD_NAME = "lt_model_card.md"
-
-
-def _card_template() -> Path:
-    """The model-card template: ``model_cards/`` beside the package in a clone or editable install, else the
-    copy a regular ``pip install`` puts under ``<prefix>/share/lt_registry/model_cards`` (setup.cfg data_files)."""
-    candidates = [Path(__file__).resolve().parent.parent / "model_cards" / _CARD_NAME,
-                  Path(sys.prefix) / "share" / "lt_registry" / "model_cards" / _CARD_NAME]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return candidates[0]
-
-
-CARD_TEMPLATE = _card_template()
 _PUSH_IGNORE = ["checkpoints/*", "checkpoints/**", "*.tmp", "**/*.tmp", ".cache/**"]
 
 
@@ -46,28 +31,13 @@ class HubError(RuntimeError):
     """A Hub or run-folder problem, with what to do about it."""
 
 
-# ---- saving --------------------------------------------------------------------------------------------
-def save_model_folder(model: torch.nn.Module, run_dir: PathLike, lt_block: Dict[str, Any]) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` in timm's layout (``timm.models.save_for_hf``), with the
-    ``lt`` block and the class names as timm ``label_names``."""
-    from timm.models import save_for_hf
-
-    run_dir = Path(run_dir)
-    cfg: Dict[str, Any] = {"lt": lt_block}
-    if lt_block.get("class_names"):
-        cfg["label_names"] = list(lt_block["class_names"])
-    # channels-last (fast path) weights are strided views safetensors will not write: pack them first
-    model = model.to(memory_format=torch.contiguous_format)
-    save_for_hf(model, str(run_dir), model_config=cfg, safe_serialization=True)
-    return run_dir
-
-
 def is_run_folder(path: PathLike) -> bool:
     p = Path(path)
     return (p / "config.json").is_file() and (p / "model.safetensors").is_file()
 
 
-def _read_config(folder: Path, name: Optional[str] = None) -> Dict[str, Any]:
+def read_config(folder: Path, name: Optional[str] = None) -> Dict[str, Any]:
+    """``config.json`` of a run folder, checked: the folder, its weights file and a timm ``architecture``."""
     name = name or str(folder)
     if not folder.is_dir():
         raise HubError(f"{name} is not a folder; expected a run folder with config.json and model.safetensors")
@@ -82,169 +52,6 @@ def _read_config(folder: Path, name: Optional[str] = None) -> Dict[str, Any]:
     if not isinstance(cfg, dict) or "architecture" not in cfg:
         raise HubError(f"{name}: config.json has no 'architecture': not a timm model config")
     return cfg
-
-
-# ---- model card ----------------------------------------------------------------------------------------
-_DATASET_LABELS = {"cifar10_lt": "CIFAR-10-LT", "cifar100_lt": "CIFAR-100-LT", "digits_lt": "Digits-LT (embedded)",
-                   "imagenet_lt": "ImageNet-LT", "inat2018": "iNaturalist 2018", "places_lt": "Places-LT"}
-
-
-def _hub_dataset(dataset: str) -> Optional[str]:
-    """The Hub dataset the loader downloads for ``dataset`` when no ``--data-dir`` is given (CIFAR only)."""
-    from .data.cifar_lt import CIFAR_SPECS
-
-    spec = CIFAR_SPECS.get(dataset[:-3] if dataset.endswith("_lt") else dataset)
-    return spec["hub_id"] if spec else None
-
-
-_DATA_NOTES = {
-    "digits_lt": "this is the embedded demo set (scikit-learn's 8x8 handwritten digits upsampled to 32x32), "
-                 "not natural images: use it to check the pipeline, not as a pretrained backbone.",
-    "cifar10_lt": "32x32 natural images of 10 classes; not suitable for other resolutions or label sets.",
-    "cifar100_lt": "32x32 natural images of 100 classes; not suitable for other resolutions or label sets.",
-}
-
-
-#: losses whose logits are trained for a uniform test prior (the training prior is taken out: SPEC 2-3)
-PRIOR_FREE_LOSSES = ("bayias", "la")
-
-
-def assumed_test_prior(loss: Optional[str]) -> str:
-    """The test prior a model's raw logits assume: ``"uniform"`` after a prior-compensating loss (``bayias``,
-    ``la`` and their aliases), ``"train"`` (the training prior) otherwise. The ``assumed_prior`` of
-    :func:`lt_registry.adapt_logits_to_prior`: ``None`` for uniform, the run's ClassPrior for train."""
-    if not loss:
-        return "train"
-    from . import LOSSES
-    try:
-        name = LOSSES.get(loss).name
-    except ValueError:
-        name = loss
-    return "uniform" if name in PRIOR_FREE_LOSSES else "train"
-
-
-def _resolved_schedule(args: Dict[str, Any]) -> Dict[str, Any]:
-    """The epochs the run actually used (unset flags scale with --epochs), from its train_args.yaml."""
-    if not args:
-        return {}
-    from types import SimpleNamespace
-
-    from .run import resolve_schedule
-    try:
-        return resolve_schedule(SimpleNamespace(**{"drw": False, **args}))
-    except Exception:  # an older/newer train_args.yaml: the card still gets written, without these rows
-        return {}
-
-
-def _schedule_text(args: Dict[str, Any], sched: Dict[str, Any]) -> str:
-    if not sched:
-        return "linear warmup, then step decay"
-    steps = ", ".join(str(m) for m in sched["decay_milestones"]) or "none"
-    return (f"linear warmup over {sched['warmup_epochs']} epoch(s), then x{args.get('decay_rate', 0.01):g} at "
-            f"epoch(s) {steps} (0-indexed)")
-
-
-def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
-    """A ``huggingface_hub.ModelCard`` for a finished run folder (metadata: model-index with top-1, ECE,
-    MCE and many/medium/few as ``EvalResult`` s)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    run_dir = Path(run_dir)
-    cfg = _read_config(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise HubError(f"{run_dir} has no metrics.json: the run did not finish")
-    metrics = json.loads(metrics_path.read_text())
-    final, lt = metrics["final"], cfg.get("lt", metrics.get("lt", {}))
-    ds = lt.get("dataset", "unknown")
-    rho = lt.get("imb_factor")
-    label = _DATASET_LABELS.get(ds, ds)
-    ds_name = f"{label}, imbalance factor {rho:g}" if isinstance(rho, (int, float)) else label
-    ds_args = {"imb_factor": rho} if rho is not None else None
-    results = []
-    for key, mtype, mname in (("top1", "accuracy", "Top-1 accuracy (%)"), ("ece", "ece", "ECE (%, 15 bins)"),
-                              ("mce", "mce", "MCE (%, 15 bins)"), ("many", "accuracy_many", "Many-shot accuracy (%)"),
-                              ("medium", "accuracy_medium", "Medium-shot accuracy (%)"),
-                              ("few", "accuracy_few", "Few-shot accuracy (%)"), ("nll", "nll", "NLL (x100)"),
-                              ("brier", "brier", "Brier score (x100)")):
-        v = final.get(key)
-        if v is None:
-            continue
-        results.append(EvalResult(task_type="image-classification", dataset_type=ds, dataset_name=ds_name,
-                                  dataset_split="test", dataset_args=ds_args, metric_type=mtype,
-                                  metric_value=float(v), metric_name=mname))
-    name = repo_id.split("/")[-1] if repo_id else run_dir.name
-    pcfg = cfg.get("pretrained_cfg", {})
-    args = {}
-    args_path = run_dir / "train_args.yaml"
-    if args_path.is_file():
-        import yaml
-        args = yaml.safe_load(args_path.read_text()) or {}
-    # Trained on local files (--data-dir): the card names the folder (not its full path) and does not claim a Hub
-    # dataset, since the copy may differ from it (e.g. the JPEG q75 CIFAR-10 copy of ../shared/data).
-    local_data = Path(str(args["data_dir"])).name if args.get("data_dir") else None
-    hub_dataset = _hub_dataset(ds)
-    data = ModelCardData(
-        library_name="timm", license=pcfg.get("license"), pipeline_tag="image-classification", model_name=name,
-        eval_results=results,
-        tags=["image-classification", "timm", "lt_registry", "long-tailed", "calibration",
-              f"mixer-{lt.get('mixer')}", f"loss-{lt.get('loss')}"],
-        datasets=None if local_data or hub_dataset is None else [hub_dataset],
-        metrics=["accuracy", "ece"])
-
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.2f}"
-
-    rows = [("Top-1 (%)", "top1"), ("Many-shot (%)", "many"), ("Medium-shot (%)", "medium"), ("Few-shot (%)", "few"),
-            ("ECE (%)", "ece"), ("MCE (%)", "mce"), ("ACE (%)", "ace"), ("SCE (%)", "sce"),
-            ("Brier (x100)", "brier"), ("NLL (x100)", "nll")]
-    metrics_table = "| metric | value |\n|---|---|\n" + "\n".join(f"| {n} | {fmt(final.get(k))} |" for n, k in rows)
-    sched = _resolved_schedule(args)
-    recipe = [("training data", f"local files `{local_data}` (--data-dir)" if local_data else
-               f"Hub dataset {hub_dataset}" if hub_dataset else None),
-              ("mixer", lt.get("mixer_repr") or lt.get("mixer")), ("loss", lt.get("loss")),
-              ("UniMix preset", lt.get("preset")), ("sampler", lt.get("sampler")),
-              ("epochs", lt.get("epochs")), ("batch size (per process)", args.get("batch_size")),
-              ("optimizer", f"{args.get('opt', 'sgd')} lr {args.get('lr')} momentum {args.get('momentum')} "
-                            f"weight decay {args.get('weight_decay')}" if args else None),
-              ("LR schedule", _schedule_text(args, sched)),
-              ("DRW from epoch (0-indexed)", sched.get("drw_epoch")),
-              ("mixing stops at epoch (0-indexed)", sched.get("mix_off_epoch")),
-              ("seed", lt.get("seed"))]
-    recipe_table = "\n".join(f"| {k} | {v} |" for k, v in recipe if v is not None)
-    versions = lt.get("versions", {})
-    counts = lt.get("class_counts", [])
-    uniform = assumed_test_prior(lt.get("loss")) == "uniform"
-    return ModelCard.from_template(
-        data, template_path=str(CARD_TEMPLATE),
-        title=f"{cfg['architecture']} on {ds_name}: {lt.get('mixer')} + {lt.get('loss')}",
-        architecture=cfg["architecture"], dataset_label=label,
-        imb_factor_text=f"{rho:g}" if isinstance(rho, (int, float)) else "as in its list file",
-        mix=lt.get("mixer"), loss=lt.get("loss"),
-        mix_text="no mixing" if lt.get("mixer") in (None, "none") else f"the **{lt.get('mixer')}** mixer",
-        assumed_note=("this model's raw logits assume a uniform test prior" if uniform else
-                      "this model's raw logits carry its training prior"),
-        adapt_call=("adapt_logits_to_prior(logits, new_prior)" if uniform else
-                    "adapt_logits_to_prior(logits, new_prior, assumed_prior=prior)"),
-        test_label="imbalanced" if lt.get("test_imb_factor") else "balanced",
-        num_test=final.get("num_test_samples", "?"), metrics_table=metrics_table, recipe_table=recipe_table,
-        num_classes=len(counts), total_train=sum(counts), class_counts=counts,
-        repo_id=repo_id or "<user>/<repo>", input_size=tuple(pcfg.get("input_size", ())),
-        mean=tuple(round(m, 4) for m in pcfg.get("mean", ())), std=tuple(round(s, 4) for s in pcfg.get("std", ())),
-        data_note=_DATA_NOTES.get(ds, "check that your data matches its domain and label set.") + (
-            f" The training images were read from the local folder `{local_data}`, not downloaded from the Hub: "
-            "if that copy was altered (for example re-encoded), absolute numbers are not those of the original "
-            "dataset." if local_data else ""),
-        class_names=", ".join(lt.get("class_names", [])[:20]) + (" ..." if len(lt.get("class_names", [])) > 20 else ""),
-        versions=", ".join(f"{k} {v}" for k, v in versions.items()))
-
-
-def write_model_card(run_dir: PathLike, repo_id: Optional[str] = None) -> Path:
-    """Write the run folder's ``README.md`` (the model card)."""
-    card = build_model_card(run_dir, repo_id)
-    path = Path(run_dir) / "README.md"
-    path.write_text(str(card))
-    return path
 
 
 # ---- loading -------------------------------------------------------------------------------------------
@@ -360,7 +167,7 @@ def _load_folder(folder: Path, name: str) -> Tuple[torch.nn.Module, ClassPrior, 
 
     from . import models  # noqa: F401  (registers our architectures with timm)
 
-    cfg = _read_config(folder, name)
+    cfg = read_config(folder, name)
     lt = cfg.get("lt")
     if not isinstance(lt, dict) or not lt.get("class_counts"):
         raise HubError(f"{name}: config.json has no 'lt' block with class_counts; not an lt_registry run folder")

@@ -52,9 +52,9 @@ class EvalError(Exception):
 
 def assumed_prior(choice: str, loss: Optional[str], train_prior: Any) -> Tuple[str, Any]:
     """``(name, prior)`` the raw logits are calibrated for (``None`` means uniform); ``auto`` asks
-    :func:`lt_registry.hub.assumed_test_prior` (uniform after bayias / la, the training prior otherwise)."""
+    :func:`lt_registry.losses.assumed_test_prior` (uniform after bayias / la, the training prior otherwise)."""
     if choice == "auto":
-        from lt_registry.hub import assumed_test_prior
+        from lt_registry.losses import assumed_test_prior
         choice = assumed_test_prior(loss)
     return (choice, None) if choice == "uniform" else (choice, train_prior)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -28,129 +27,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-import yaml
 
-import lt_registry
-from lt_registry import (ClassPrior, DeferredReweighting, create_loss, create_mixer, create_sampler, is_loss,
+from lt_registry import (UNIMIX_PRESETS, ClassPrior, DeferredReweighting, create_loss, create_mixer, create_sampler, is_loss,
                          is_mixer, is_sampler, list_losses, list_mixers, list_samplers)
+from lt_registry.config import RunError, parse_args, parse_kv, user_input_errors
 from lt_registry.hub import HubError
-from lt_registry.run import (RunError, build_model, check_model_classes, describe_versions, finalize_run,
-                             read_yaml_mapping, resolve_schedule, user_input_errors, peak_memory)
-
-# ---- arguments -----------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    """The recipe's options (timm names where they exist). A new parser per call, so a --config applied by
-    parse_args never leaks into a later parse in the same process."""
-    parser = argparse.ArgumentParser(description="lt_registry training recipe (timm argument names where they exist)",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-c", "--config", default="", type=str, metavar="FILE", help="YAML config (flags override it)")
-    g = parser.add_argument_group("data")
-    g.add_argument("--dataset", default="digits_lt", help="registered dataset (lt_registry.data.list_datasets())")
-    g.add_argument("--data-dir", default=None, help="dataset folder (CIFAR python folder, .npz files, image folder, "
-                                                    "list files + image root); Hub download when absent for CIFAR")
-    g.add_argument("--imb-factor", type=float, default=None, help="training imbalance rho = n_max / n_min")
-    g.add_argument("--test-imb-factor", type=float, default=None, help="imbalanced test set rho' (SPEC 2)")
-    g.add_argument("--sampler", default="random", help=f"training sampler: {', '.join(list_samplers())}")
-    g.add_argument("--drs-epoch", type=int, default=None, help="with --sampler drs: epoch of the switch")
-    g.add_argument("-j", "--workers", type=int, default=2, help="data loading workers per process")
-    g.add_argument("--fast-path", default="auto", choices=["auto", "on", "off"],
-                   help="keep the uint8 training set on the device and augment there in batch (auto: on GPU "
-                        "for in-memory datasets such as CIFAR)")
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", default="resnet32_cifar", help="timm model name (our CIFAR ResNets or any timm model)")
-    g.add_argument("--head", default="auto", choices=["auto", "linear", "cosine"],
-                   help="classifier head; auto = cosine for LDAM, linear otherwise")
-    g.add_argument("--num-classes", type=int, default=None, help="checked against the dataset when given")
-    g.add_argument("--model-kwargs", nargs="*", default=[], metavar="K=V", help="extra timm.create_model kwargs")
-    g = parser.add_argument_group("method")
-    g.add_argument("--mix", default="none", help=f"mixer: {', '.join(list_mixers())}")
-    g.add_argument("--loss", default="ce", help=f"loss: {', '.join(list_losses())}")
-    g.add_argument("--preset", default="paper", choices=["paper", "official"], help="UniMix preset (SPEC 1.3)")
-    g.add_argument("--mix-alpha", type=float, default=None, help="Beta concentration (mixer default if unset)")
-    g.add_argument("--mix-tau", type=float, default=None, help="UniMix partner exponent, paper convention")
-    g.add_argument("--mix-off-epoch", type=int, default=None,
-                   help="epoch (0-indexed) from which mixing stops (UniMix 'paper': 60%% of --epochs)")
-    g.add_argument("--mixer-kwargs", nargs="*", default=[], metavar="K=V", help="extra mixer options")
-    g.add_argument("--loss-kwargs", nargs="*", default=[], metavar="K=V", help="extra loss options")
-    g.add_argument("--drw", action="store_true", help="deferred re-weighting at 80%% of --epochs (160 of 200)")
-    g.add_argument("--drw-epoch", type=int, default=None, help="deferred re-weighting from this epoch (0-indexed)")
-    g.add_argument("--drw-beta", type=float, default=0.9999)
-    g = parser.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=20)
-    g.add_argument("-b", "--batch-size", type=int, default=64, help="per-process batch size (configs: 128)")
-    g.add_argument("--opt", default="sgd")
-    g.add_argument("--lr", type=float, default=0.1)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=2e-4)
-    g.add_argument("--wd-norm-bias", default=False, action=argparse.BooleanOptionalAction,
-                   help="weight decay on normalisation and bias parameters too, as plain torch SGD and the paper's "
-                        "released code do (default: off, timm's create_optimizer_v2 convention)")
-    g.add_argument("--warmup-epochs", type=int, default=None, help="linear warmup epochs (default 5, at most --epochs / 5)")
-    g.add_argument("--decay-milestones", type=int, nargs="*", default=None, help="0-indexed epochs of LR decay")
-    g.add_argument("--decay-rate", type=float, default=0.01)
-    g.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"],
-                   help="overrides accelerate's launch setting")
-    g.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
-                   help="channels-last memory format (default: on with the fast path)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g = parser.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--output", default="output/train", help="parent folder of run folders")
-    g.add_argument("--experiment", default="", help="run folder name (default: time-dataset-mix-loss)")
-    g.add_argument("--resume", default="", help="run folder to continue (its train_args.yaml is the base config)")
-    g.add_argument("--eval-interval", type=int, default=10, help="epochs between monitoring evaluations (0: last only)")
-    g.add_argument("--checkpoint-keep", type=int, default=1)
-    g.add_argument("--log-with", default=None, help="accelerate tracker(s): tensorboard, wandb, ... or 'all'")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--push-to-hub", action="store_true", help="push the finished run folder to the Hub")
-    g.add_argument("--hub-model-id", default=None, help="Hub repo id for --push-to-hub")
-    g.add_argument("--hub-private", action="store_true")
-    return parser
-
-
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """timm's two-stage parse: YAML defaults first, explicit flags on top. ``--resume`` reads the run's
-    own train_args.yaml as the config."""
-    argv = sys.argv[1:] if argv is None else argv
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("-c", "--config", default="")
-    known, _ = pre.parse_known_args(argv)
-    parser = build_parser()
-    defaults = vars(parser.parse_args([]))
-    resume = _peek(argv, "--resume")
-    cfg_files = [Path(resume) / "train_args.yaml"] if resume else []
-    if known.config:
-        cfg_files.append(Path(known.config))
-    for f in cfg_files:
-        cfg = read_yaml_mapping(f, "config file", "option: value", RunError)
-        unknown = sorted(set(k.replace("-", "_") for k in cfg) - set(defaults))
-        if unknown:
-            raise RunError(f"config file {f} has unknown options {unknown}; see `recipes/train.py --help`")
-        parser.set_defaults(**{k.replace("-", "_"): v for k, v in cfg.items()})
-    args = parser.parse_args(argv)
-    if resume:
-        args.resume = resume
-    return args
-
-
-def _peek(argv: List[str], flag: str) -> str:
-    for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-    return ""
-
-
-def _kv(pairs: List[str], what: str) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise RunError(f"{what} takes key=value pairs, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.replace("-", "_")] = yaml.safe_load(v)
-    return out
-
+from lt_registry.models.factory import build_model, check_model_classes
+from lt_registry.provenance import describe_versions, peak_memory
+from lt_registry.run import finalize_run, write_train_args
+from lt_registry.schedule import resolve_schedule, spec_lr_scheduler
 
 # ---- the training function ----------------------------------------------------------------------------
 def training_function(args: argparse.Namespace) -> int:
@@ -160,8 +45,7 @@ def training_function(args: argparse.Namespace) -> int:
 
     from lt_registry.data import build_dataset, is_dataset, list_datasets
     from lt_registry.data.device_loader import DeviceTensorLoader, fits_on_device
-    from lt_registry.engine import (CheckpointManager, NonFiniteLossError, TrainState, evaluate, spec_lr_scheduler,
-                                    train_one_epoch)
+    from lt_registry.engine import CheckpointManager, NonFiniteLossError, TrainState, evaluate, train_one_epoch
 
     # validate names before anything expensive
     for kind, name, ok, avail in (("dataset", args.dataset, is_dataset, list_datasets),
@@ -195,10 +79,10 @@ def training_function(args: argparse.Namespace) -> int:
                            "classes; drop the flag or pick the matching dataset")
         sched = resolve_schedule(args)
         head = ("cosine" if args.loss == "ldam" else "linear") if args.head == "auto" else args.head
-        model = build_model(args.model, C, head=head, **_kv(args.model_kwargs, "--model-kwargs"))
+        model = build_model(args.model, C, head=head, **parse_kv(args.model_kwargs, "--model-kwargs"))
         check_model_classes(model, C, args.model)
 
-        mixer_opts = _kv(args.mixer_kwargs, "--mixer-kwargs")
+        mixer_opts = parse_kv(args.mixer_kwargs, "--mixer-kwargs")
         if args.mix_alpha is not None:
             mixer_opts["alpha"] = args.mix_alpha
         if args.mix == "unimix":
@@ -207,7 +91,11 @@ def training_function(args: argparse.Namespace) -> int:
             if args.mix_tau is not None:
                 mixer_opts["tau"] = args.mix_tau
         mixer = create_mixer(args.mix, class_counts=prior, **mixer_opts)
-        loss_fn = create_loss(args.loss, class_counts=prior, **_kv(args.loss_kwargs, "--loss-kwargs"))
+        loss_fn = create_loss(args.loss, class_counts=prior, **parse_kv(args.loss_kwargs, "--loss-kwargs"))
+        # the labels were checked where they entered (dataset build, ClassPrior, sampler): no per-step host sync
+        loss_fn.validate_labels = False
+        if hasattr(mixer, "validate_labels"):
+            mixer.validate_labels = False
         drw = DeferredReweighting(prior, start_epoch=sched["drw_epoch"], beta=args.drw_beta) \
             if sched["drw_epoch"] is not None else None
 
@@ -269,9 +157,7 @@ def training_function(args: argparse.Namespace) -> int:
             raise RunError(f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}")
         say(f"resumed {run_dir} at epoch {state.epoch}")
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved = {k: v for k, v in vars(args).items() if k not in ("resume", "config")}
-        (run_dir / "train_args.yaml").write_text(yaml.safe_dump(saved, sort_keys=True))
+        write_train_args(run_dir, args)
     if args.log_with:
         accelerator.init_trackers(run_dir.name, config={k: v for k, v in vars(args).items()
                                                         if isinstance(v, (int, float, str, bool))})
@@ -281,10 +167,10 @@ def training_function(args: argparse.Namespace) -> int:
         + ("; fast path (data on device)" if fast else "") + (f"; {accelerator.mixed_precision}" if
                                                                accelerator.mixed_precision != "no" else ""))
     if args.mix == "unimix":
-        from lt_registry.mixers.unimix import UNIMIX_PRESETS
         preset_batch = UNIMIX_PRESETS[args.preset].batch_size
         if args.batch_size * accelerator.num_processes != preset_batch:
-            say(f"note: the UniMix '{args.preset}' preset was run with batch {preset_batch} (SPEC 1.3); this run uses "
+            say(f"note: the UniMix '{args.preset}' preset was run with batch {preset_batch} (docs/method.md §1.3); "
+                f"this run uses "
                 f"{args.batch_size * accelerator.num_processes} (--batch-size {args.batch_size} x "
                 f"{accelerator.num_processes} process(es)); pass --batch-size to match it")
 
@@ -323,7 +209,7 @@ def training_function(args: argparse.Namespace) -> int:
     args.logit_scale = getattr(loss_fn, "scale", 1.0) if head == "cosine" else 1.0  # LDAM scores s * cos
     if accelerator.is_main_process:
         finalize_run(run_dir, accelerator.unwrap_model(model, keep_torch_compile=False), logits, labels, ds, prior, args, state.history,
-                     mixer=mixer, versions=describe_versions(),
+                     schedule=sched, mixer=mixer, versions=describe_versions(),
                      resources={"wall_time_s": round(elapsed_before + time.perf_counter() - t_start, 2),
                                 "wall_time_this_process_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
                                 "num_processes": accelerator.num_processes, "fast_path": fast,

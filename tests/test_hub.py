@@ -157,7 +157,8 @@ def test_model_card_metadata_parses_back_into_the_run_metrics(pushed, hub):
 def test_card_usage_snippet_follows_the_loss(tiny_run, tmp_path):
     from huggingface_hub import ModelCard
 
-    from lt_registry.hub import assumed_test_prior, build_model_card
+    from lt_registry.card import build_model_card
+    from lt_registry.losses import assumed_test_prior
 
     assert [assumed_test_prior(n) for n in ("bayias", "la", "balanced_softmax", "ce", "ldam", None)] == \
         ["uniform", "uniform", "uniform", "train", "train", "train"]
@@ -169,7 +170,7 @@ def test_card_usage_snippet_follows_the_loss(tiny_run, tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     ce = ModelCard(str(build_model_card(run, "user/ce")))  # through text, as the Hub reads it
     assert "adapt_logits_to_prior(logits, new_prior, assumed_prior=prior)" in ce.text
-    assert "using the **unimix** mixer and the **ce** loss" in ce.text
+    assert "using the **UniMix** mixer and the **CE** loss" in ce.text
     assert "loss-ce" in ce.data.tags and ce.data.model_name == "ce"
 
 
@@ -177,7 +178,7 @@ def test_card_names_the_training_data_source(tiny_run, tmp_path):
     import yaml
     from huggingface_hub import ModelCard
 
-    from lt_registry.hub import build_model_card
+    from lt_registry.card import build_model_card
 
     run = _copy_run(tiny_run, tmp_path / "run", checkpoints=False)
     cfg = json.loads((run / "config.json").read_text())
@@ -413,15 +414,15 @@ def test_card_template_found_after_a_regular_install(tmp_path, monkeypatch):
     """Outside a clone (site-packages/lt_registry), the template comes from <prefix>/share (setup.cfg data_files)."""
     import sys
 
-    from lt_registry import hub
+    from lt_registry import card
 
-    assert hub.CARD_TEMPLATE.is_file()
+    assert card.CARD_TEMPLATE.is_file()
     site = tmp_path / "site-packages" / "lt_registry"
     site.mkdir(parents=True)
-    monkeypatch.setattr(hub, "__file__", str(site / "hub.py"))
+    monkeypatch.setattr(card, "__file__", str(site / "card.py"))
     shared = tmp_path / "prefix" / "share" / "lt_registry" / "model_cards" / "lt_model_card.md"
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
-    assert hub._card_template() == site.parent / "model_cards" / "lt_model_card.md"  # neither exists: the first
+    assert card._card_template() == site.parent / "model_cards" / "lt_model_card.md"  # neither exists: the first
     shared.parent.mkdir(parents=True)
-    shared.write_text(hub.CARD_TEMPLATE.read_text())
-    assert hub._card_template() == shared
+    shared.write_text(card.CARD_TEMPLATE.read_text())
+    assert card._card_template() == shared

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lt_registry.engine import lr_at_epoch, spec_lr_scheduler
-from lt_registry.run import RunError, resolve_schedule
+from lt_registry.config import RunError
+from lt_registry.schedule import lr_at_epoch, resolve_schedule, spec_lr_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "recipes" / "train.py"
@@ -57,13 +57,13 @@ def _args(**kw):
 
 def test_schedule_scales_with_epochs():
     s = resolve_schedule(_args())
-    assert s == {"warmup_epochs": 5, "decay_milestones": [160, 180], "drw_epoch": None, "drs_epoch": 160,
+    assert s == {"warmup_epochs": 5, "decay_milestones": [160, 180], "decay_rate": 0.01, "drw_epoch": None, "drs_epoch": 160,
                  "mix_off_epoch": 120}
     s = resolve_schedule(_args(epochs=20, drw=True))
     assert (s["decay_milestones"], s["drw_epoch"], s["mix_off_epoch"], s["warmup_epochs"]) == ([16, 18], 16, 12, 4)
     assert resolve_schedule(_args(preset="official"))["mix_off_epoch"] is None
     assert resolve_schedule(_args(mix="mixup"))["mix_off_epoch"] is None
-    with pytest.raises(RunError, match="--epochs must be >= 1"):
+    with pytest.raises(ValueError, match="--epochs must be >= 1"):
         resolve_schedule(_args(epochs=0))
 
 
@@ -87,7 +87,7 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     for png in (run / "confusion.png", run / "calibration" / "reliability.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "run folder:" in p.stdout
-    assert "note: the UniMix 'paper' preset was run with batch 128 (SPEC 1.3); this run uses 64" in p.stdout
+    assert "note: the UniMix 'paper' preset was run with batch 128 (docs/method.md §1.3); this run uses 64" in p.stdout
 
     # the folder loads with timm's local-dir: and predicts like the weights it holds
     import timm
@@ -142,7 +142,7 @@ def test_malformed_data_dir_and_config(tmp_path):
 
 def test_parse_args_config_does_not_leak_into_the_next_parse(tmp_path):
     from conftest import load_recipe
-    from lt_registry.run import read_yaml_mapping
+    from lt_registry.config import read_yaml_mapping
     train = load_recipe("train")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("epochs: 7\nloss: bayias\n")

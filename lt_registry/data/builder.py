@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from .._registry import Registry
 from .arrays import ImageArrays, TensorImageDataset
-from .cifar_lt import cifar_lt_indices, load_cifar
+from .cifar_lt import CIFAR_SPECS, cifar_lt_indices, load_cifar
 from .embedded import load_digits_arrays
 from .imbalanced_test import imbalanced_test_indices
 from .lists import LIST_SETS, ListFileDataset, find_list_file
@@ -148,11 +148,19 @@ def _cifar_builder(key: str, C: int, registry_name: str) -> Callable[..., LTData
     return build
 
 
-register_dataset("cifar10_lt", aliases=("cifar10",))(_cifar_builder("cifar10", 10, "cifar10_lt"))
-register_dataset("cifar100_lt", aliases=("cifar100",))(_cifar_builder("cifar100", 100, "cifar100_lt"))
+_CIFAR_NOTE = "32x32 natural images of {} classes; not suitable for other resolutions or label sets."
+register_dataset("cifar10_lt", aliases=("cifar10",), label="CIFAR-10-LT",
+                 meta={"hub_dataset": CIFAR_SPECS["cifar10"]["hub_id"], "note": _CIFAR_NOTE.format(10)})(
+    _cifar_builder("cifar10", 10, "cifar10_lt"))
+register_dataset("cifar100_lt", aliases=("cifar100",), label="CIFAR-100-LT",
+                 meta={"hub_dataset": CIFAR_SPECS["cifar100"]["hub_id"], "note": _CIFAR_NOTE.format(100)})(
+    _cifar_builder("cifar100", 100, "cifar100_lt"))
 
 
-@register_dataset("digits_lt", aliases=("digits",))
+@register_dataset("digits_lt", aliases=("digits",), label="Digits-LT (embedded)",
+                  meta={"note": "this is the embedded demo set (scikit-learn's 8x8 handwritten digits upsampled to "
+                                "32x32), not natural images: use it to check the pipeline, not as a pretrained "
+                                "backbone."})
 def build_digits_lt(
     data_dir: Optional[PathLike] = None,
     imb_factor: Optional[float] = None,
@@ -223,6 +231,6 @@ def _list_builder(name: str) -> Callable[..., LTDataset]:
     return build
 
 
-register_dataset("imagenet_lt")(_list_builder("imagenet_lt"))
-register_dataset("inat2018", aliases=("inaturalist2018", "inat18"))(_list_builder("inat2018"))
-register_dataset("places_lt")(_list_builder("places_lt"))
+register_dataset("imagenet_lt", label="ImageNet-LT")(_list_builder("imagenet_lt"))
+register_dataset("inat2018", aliases=("inaturalist2018", "inat18"), label="iNaturalist 2018")(_list_builder("inat2018"))
+register_dataset("places_lt", label="Places-LT")(_list_builder("places_lt"))
