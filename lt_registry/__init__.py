@@ -18,7 +18,7 @@ from . import metrics  # noqa: F401
 from . import models  # noqa: F401  (registers the CIFAR ResNets and resnet10_lt with timm)
 from . import hub  # noqa: F401
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Registry", "LOSSES", "MIXERS", "SAMPLERS",

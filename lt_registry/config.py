@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=None, help="dataset folder (CIFAR python folder, .npz files, image folder, "
                                                     "list files + image root); Hub download when absent for CIFAR")
     g.add_argument("--imb-factor", type=float, default=None, help="training imbalance rho = n_max / n_min")
-    g.add_argument("--test-imb-factor", type=float, default=None, help="imbalanced test set rho' (SPEC 2)")
+    g.add_argument("--test-imb-factor", type=float, default=None, help="imbalanced test set rho' (docs/method.md §2)")
     g.add_argument("--sampler", default="random", help=f"training sampler: {', '.join(list_samplers())}")
     g.add_argument("--drs-epoch", type=int, default=None, help="with --sampler drs: epoch of the switch")
     g.add_argument("-j", "--workers", type=int, default=2, help="data loading workers per process")

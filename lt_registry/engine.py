@@ -1,6 +1,6 @@
 """One training loop for CPU, one GPU and many GPUs (accelerate), plus evaluation and checkpoints.
 
-The flow of DESIGN.md: ``batch -> mixer -> (x_mixed, MixedTarget) -> model -> logits -> loss``. Every
+The flow of data: ``batch -> mixer -> (x_mixed, MixedTarget) -> model -> logits -> loss``. Every
 process draws its own mixing randomness from a ``torch.Generator`` on its device; the sampler draws the
 same global sequence everywhere and accelerate shards it. Non-finite losses are tracked on the device
 (no host sync per step) and checked every ``check_every`` steps and at the end of the epoch.

@@ -213,7 +213,7 @@ def from_pretrained(source: PathLike, *, revision: Optional[str] = None,
     """Load a trained run: ``("hf-hub:<id>[@rev]" | "local-dir:<path>" | <path>) -> (model in eval mode, ClassPrior)``.
 
     The prior is the training class prior from the ``lt`` block; with
-    :func:`lt_registry.adapt_logits_to_prior` it moves predictions to a new test prior (SPEC 2, post-hoc).
+    :func:`lt_registry.adapt_logits_to_prior` it moves predictions to a new test prior (docs/method.md §2, post-hoc).
     Every problem (Hub unreachable, repo missing, not a run folder, weights that do not match the config,
     a corrupt weights file) raises :class:`HubError` with one line saying what is wrong.
     """

@@ -1,7 +1,7 @@
 """The class prior: computed once from the training counts and handed to every part that needs it.
 
-``pi_c = n_c / sum(n)`` (SPEC notation). The offset ``log pi - log pi'`` is what Bayias adds to the logits
-(paper Eq. 14-15); the many/medium/few split is the field's reporting convention (SPEC 6).
+``pi_c = n_c / sum(n)`` (docs/method.md notation). The offset ``log pi - log pi'`` is what Bayias adds to the logits
+(paper Eq. 14-15); the many/medium/few split is the field's reporting convention (docs/method.md §6).
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ PriorLike = Union["ClassPrior", Sequence[float], torch.Tensor]
 
 
 def long_tail_counts(n_max: int, num_classes: int, imb_factor: float) -> List[int]:
-    """Exponential long-tail profile ``n_c = int(n_max * (1/rho)^(c/(C-1)))`` (SPEC 4).
+    """Exponential long-tail profile ``n_c = int(n_max * (1/rho)^(c/(C-1)))`` (docs/method.md §4).
 
     ``imb_factor`` (rho) = n_max / n_min. ``rho < 1`` gives the reversed tail (class 0 smallest), ``rho = 1``
-    a balanced set: this also builds the imbalanced *test* sets of SPEC 2 (rho' in {100, ..., 0.01}).
+    a balanced set: this also builds the imbalanced *test* sets of docs/method.md §2 (rho' in {100, ..., 0.01}).
 
     >>> long_tail_counts(5000, 10, 100)
     [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
@@ -140,12 +140,12 @@ class ClassPrior:
         return self.log_probs - torch.log(self.test_prior(test_prior))
 
     def split(self, many: int = 100, few: int = 20) -> Dict[str, torch.Tensor]:
-        """Boolean class masks ``{'many': n > many, 'medium': few <= n <= many, 'few': n < few}`` (SPEC 6)."""
+        """Boolean class masks ``{'many': n > many, 'medium': few <= n <= many, 'few': n < few}`` (docs/method.md §6)."""
         n = self.raw_counts
         return {"many": n > many, "medium": (n >= few) & (n <= many), "few": n < few}
 
     def thirds(self) -> Dict[str, torch.Tensor]:
-        """Head / mid / tail masks by class-index thirds (the CIFAR convention of SPEC 6)."""
+        """Head / mid / tail masks by class-index thirds (the CIFAR convention of docs/method.md §6)."""
         C = self.num_classes
         idx = torch.arange(C)
         a, b = math.ceil(C / 3), math.ceil(2 * C / 3)

@@ -44,7 +44,7 @@ def describe_versions() -> Dict[str, str]:
     import accelerate
     import timm
 
-    from . import __version__
+    from ._version import __version__
     out = {"lt_registry": __version__, "torch": torch.__version__, "timm": timm.__version__,
            "accelerate": accelerate.__version__, "python": platform.python_version()}
     commit = git_commit()["git_commit"]

@@ -1,4 +1,4 @@
-r"""Figures and tables for a run folder (DESIGN "run folder"; SPEC 6): reliability diagrams, the per-bin
+r"""Figures and tables for a run folder (docs/method.md §6): reliability diagrams, the per-bin
 calibration table, confusion matrices and per-class accuracy. The numbers themselves come from
 :mod:`lt_registry.metrics` (docs/method.md §6); this module only draws and writes them.
 
@@ -357,7 +357,7 @@ def write_bins_table(bins: Mapping[str, Any], path: PathLike) -> Path:
     """Write the per-bin reliability table as CSV (the run folder's ``calibration/bins.csv``).
 
     Columns (:data:`BINS_TABLE_COLUMNS`): ``bin`` (index), ``lower``, ``upper`` (edges; bins are right-closed
-    ``(lower, upper]`` as in SPEC 6), ``count``, ``fraction`` (count / N), ``accuracy``, ``confidence`` and
+    ``(lower, upper]`` as in docs/method.md §6), ``count``, ``fraction`` (count / N), ``accuracy``, ``confidence`` and
     ``gap = accuracy - confidence`` (negative: over-confident). Empty bins leave accuracy, confidence and
     gap blank (NaN when read). Floats are written exactly (shortest round-trip repr).
 
@@ -579,7 +579,7 @@ def plot_per_class_accuracy(per_class_acc: Any, class_counts: Any, path: PathLik
                             percent: bool = False, title: Optional[str] = None, dpi: int = _DPI) -> Path:
     """Bar chart of per-class test accuracy, classes ordered by training count, counts on a log twin axis.
 
-    Bars are coloured by the SPEC 6 split: many-shot (count > ``many``), medium, few-shot (count < ``few``).
+    Bars are coloured by the docs/method.md §6 split: many-shot (count > ``many``), medium, few-shot (count < ``few``).
     Classes with an undefined accuracy (NaN: absent from the test set) get no bar.
 
     Args:
@@ -588,7 +588,7 @@ def plot_per_class_accuracy(per_class_acc: Any, class_counts: Any, path: PathLik
         class_counts: [C] training counts.
         path: the ``.png`` file to write.
         class_names: C names, used as tick labels when C <= 20 (else sparse ranks are ticked).
-        many, few: split thresholds (SPEC 6: 100 and 20).
+        many, few: split thresholds (docs/method.md §6: 100 and 20).
         percent: ``per_class_acc`` is in percent (0-100) rather than fractions.
         title: figure title.
         dpi: resolution of the PNG.

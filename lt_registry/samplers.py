@@ -1,8 +1,8 @@
-"""Training-set samplers: which dataset indices an epoch visits (SPEC 1.2 and SPEC 3, Samplers).
+"""Training-set samplers: which dataset indices an epoch visits (docs/method.md §1.2 and docs/method.md §3, Samplers).
 
 Every sampler here is a ``torch.utils.data.Sampler`` over dataset indices built from the training
 ``labels`` (one integer class per index). The class prior ``pi_c = n_c / N`` comes from
-:class:`~lt_registry.ClassPrior` (DESIGN, "no part re-counts labels").
+:class:`~lt_registry.ClassPrior` (one prior object; no part re-counts labels).
 
 Registered names (``create_sampler(name, labels=..., **options)``):
 
@@ -10,7 +10,7 @@ Registered names (``create_sampler(name, labels=..., **options)``):
 ``random``                instance-balanced shuffling: one permutation per epoch (no replacement)
 ``prior_power`` (``tau``) with replacement, class ``c`` drawn with probability ``~ pi_c^tau``
                           (per-sample weight ``pi_y^tau / n_y``): the dataset-level UniMix partner
-                          sampler, paper Eq. 9 / Algorithm 1, SPEC 1.2 (paper convention for tau)
+                          sampler, paper Eq. 9 / Algorithm 1, docs/method.md §1.2 (paper convention for tau)
 ``class_balanced``        ``prior_power`` with ``tau = 0``
 ``sqrt``                  ``prior_power`` with ``tau = 0.5`` (square-root sampling)
 ``progressive``           Kang et al. 2020 (Decoupling): ``p_c(t) = (1 - t/T) pi_c + (t/T) / C``
@@ -29,7 +29,7 @@ epochs itself, one per full pass): the prepared loader re-sends its own epoch co
 the start of every pass, which overrides a direct ``sampler.set_epoch``. (The samplers deliberately do
 not subclass ``RandomSampler``: accelerate would swap one for its own ``SeedableRandomSampler`` under
 ``use_seedable_sampler=True``.) A sampler that drew from the global RNG with rank-dependent seeds would
-cover only part of the data (DESIGN, Contracts).
+cover only part of the data (the sampler contract in the README).
 
 For plain ``torch.distributed`` without accelerate, pass ``num_replicas`` and ``rank``: the sampler then
 yields only this rank's interleaved shard of the global sequence, padded (by wrapping around) to a
@@ -194,7 +194,7 @@ class LabelSampler(Sampler[int]):
 # ---- entries -------------------------------------------------------------------------------------------
 @register_sampler("random", aliases=("instance_balanced", "ib", "shuffle"))
 class RandomSampler(LabelSampler):
-    """Instance-balanced shuffling (SPEC 3, ``random``): a fresh permutation of the dataset every epoch.
+    """Instance-balanced shuffling (docs/method.md §3, ``random``): a fresh permutation of the dataset every epoch.
 
     Without replacement; class ``c`` appears with frequency ``pi_c``. When ``num_samples > len(labels)``
     successive independent permutations are concatenated (and the last one cut), so each index appears
@@ -212,14 +212,14 @@ class RandomSampler(LabelSampler):
 @register_sampler("class_balanced", aliases=("cb", "balanced", "class_aware"), tau=0.0)
 @register_sampler("prior_power", aliases=("power", "unimix_partner"))
 class PriorPowerSampler(LabelSampler):
-    """Class ``c`` drawn with probability ``pi_c^tau / sum_k pi_k^tau`` (paper Eq. 9; SPEC 1.2).
+    """Class ``c`` drawn with probability ``pi_c^tau / sum_k pi_k^tau`` (paper Eq. 9; docs/method.md §1.2).
 
     The dataset-level UniMix partner sampler (paper Algorithm 1): with replacement, per-sample weight
     ``pi_y^tau / n_y``. ``tau`` uses the **paper's** convention: ``tau = 1`` is random sampling with
     replacement, ``tau = 0.5`` square-root sampling (``sqrt``), ``tau = 0`` class-balanced
     (``class_balanced``), ``tau < 0`` tail-favoured (the paper's CIFAR-10 preset is ``tau = -1``).
     The authors' released code writes the exponent as ``tau_code`` with per-sample weight ``n^tau_code``,
-    so ``tau = tau_code + 1`` (SPEC 1.2). Classes with no samples are never drawn.
+    so ``tau = tau_code + 1`` (docs/method.md §1.2). Classes with no samples are never drawn.
 
     Args:
         labels: training labels (see :class:`LabelSampler`).
@@ -229,7 +229,7 @@ class PriorPowerSampler(LabelSampler):
 
     def __init__(self, labels: Any, *, tau: Optional[float] = None, **kwargs: Any) -> None:
         if tau is None:
-            raise ValueError("prior_power needs tau (paper convention, SPEC 1.2): class probability ~ pi^tau; "
+            raise ValueError("prior_power needs tau (paper convention, docs/method.md §1.2): class probability ~ pi^tau; "
                              "1 = random with replacement, 0.5 = sqrt, 0 = class-balanced, < 0 tail-favoured.")
         if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(float(tau)):
             raise ValueError(f"tau must be a finite real number (class probability ~ pi^tau; 1 = random, "
@@ -255,7 +255,7 @@ class PriorPowerSampler(LabelSampler):
 
 @register_sampler("progressive", aliases=("progressively_balanced", "pb"))
 class ProgressiveSampler(LabelSampler):
-    """Progressively-balanced sampling (Kang et al. 2020, "Decoupling", Sec. 3; SPEC 3).
+    """Progressively-balanced sampling (Kang et al. 2020, "Decoupling", Sec. 3; docs/method.md §3).
 
     ``p_c(t) = (1 - t/T) * pi_c + (t/T) * 1/C'`` with ``t`` the epoch, ``T = total_epochs`` and ``C'`` the
     number of classes that have samples: instance-balanced at ``t = 0``, class-balanced at ``t >= T``
@@ -295,7 +295,7 @@ SamplerLike = Union[str, Sampler]
 
 @register_sampler("drs", aliases=("deferred_resampling", "deferred"))
 class DeferredResampler(Sampler[int]):
-    """Deferred re-sampling, DRS (Cao et al. 2019, LDAM-DRW Sec. 3.3; SPEC 3).
+    """Deferred re-sampling, DRS (Cao et al. 2019, LDAM-DRW Sec. 3.3; docs/method.md §3).
 
     Yields ``before`` for epochs ``< start_epoch`` and ``after`` from ``start_epoch`` on (160 of 200 in the
     CIFAR recipe). ``before``/``after`` are registry names (built here with the same labels, num_samples,

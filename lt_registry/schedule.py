@@ -22,7 +22,7 @@ def scale_epoch(epochs: int, at_200: int) -> int:
 
 
 def resolve_schedule(args: Any) -> Dict[str, Any]:
-    """Epoch numbers of the schedule (0-indexed). Unset ones follow the 200-epoch protocol (SPEC 5), scaled to
+    """Epoch numbers of the schedule (0-indexed). Unset ones follow the 200-epoch protocol (docs/method.md §5), scaled to
     ``--epochs``: LR decay at 160 and 180, DRW/DRS at 160, UniMix 'paper' mixing off at 120. Warmup stays 5
     epochs (at most a fifth of the run): it is about the first steps, not the length of training."""
     E = int(args.epochs)
@@ -48,7 +48,7 @@ def resolve_schedule(args: Any) -> Dict[str, Any]:
 
 def lr_at_epoch(epoch: int, lr: float, warmup_epochs: int = 5, milestones: Tuple[int, ...] = (160, 180),
                 decay_rate: float = 0.01) -> float:
-    """SPEC 5 schedule for 0-indexed ``epoch``: linear warmup ``lr * (e+1) / warmup``, then ``x decay_rate``
+    """docs/method.md §5 schedule for 0-indexed ``epoch``: linear warmup ``lr * (e+1) / warmup``, then ``x decay_rate``
     at each milestone (lr * 0.01 after 160, lr * 1e-4 after 180)."""
     if epoch < warmup_epochs:
         return lr * (epoch + 1) / warmup_epochs
@@ -57,9 +57,9 @@ def lr_at_epoch(epoch: int, lr: float, warmup_epochs: int = 5, milestones: Tuple
 
 def spec_lr_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, lr: float, warmup_epochs: int = 5,
                       milestones: Tuple[int, ...] = (160, 180), decay_rate: float = 0.01):
-    """SPEC 5 through timm's scheduler factory (multistep + warmup), stepped once per epoch.
+    """docs/method.md §5 through timm's scheduler factory (multistep + warmup), stepped once per epoch.
 
-    timm's warmup reaches the base LR at ``warmup_t``; SPEC's 1-indexed ``lr * e / 5`` for ``e <= 5`` is
+    timm's warmup reaches the base LR at ``warmup_t``; docs/method.md §5's 1-indexed ``lr * e / 5`` for ``e <= 5`` is
     timm's warmup with ``warmup_t = warmup_epochs - 1`` starting from ``lr / warmup_epochs``. timm's multistep
     decays once ``t + 1`` reaches a milestone, so the milestones are passed shifted by one.
     """

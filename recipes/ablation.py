@@ -40,7 +40,8 @@ from lt_registry.grid import cells as C
 from lt_registry.grid.gridfile import (DEFAULTS, GRID_FILE_HELP, GridSettings, build_cells, describe_grid, plan_grid,
                                        resolve_grid)
 from lt_registry.grid.results import (PUBLISHED_RUN_FILES, format_duration, publish, read_grid_json, recorded_cells,
-                                      summary_lines, timestamp, write_report)
+                                      summary_lines, timestamp)
+from lt_registry.grid.outputs import write_report
 from lt_registry.provenance import cpus_available, git_commit, hardware_info
 
 ROOT = Path(__file__).resolve().parents[1]

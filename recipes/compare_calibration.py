@@ -8,7 +8,7 @@
 Each argument is a folder with ``metrics.json`` and ``calibration/bins.csv``: a training run folder, an
 ``evaluate.py`` report folder, or a cell published by ``ablation.py --publish``. ``FOLDER=LABEL`` names its
 panel (default: ``<mixer>-<loss>`` from the folder's metrics). ECE and MCE in each panel's title are the
-run's own numbers (15 equal-width bins, SPEC 6), the bars are its stored bins: nothing is recomputed.
+run's own numbers (15 equal-width bins, docs/method.md §6), the bars are its stored bins: nothing is recomputed.
 """
 from __future__ import annotations
 

@@ -27,14 +27,14 @@ from lt_registry.mixers import effective_label_prior  # noqa: E402
 from lt_registry.data.cifar_lt import CIFAR_SPECS  # noqa: E402
 from lt_registry.prior import long_tail_counts  # noqa: E402
 
-#: (n_max, C) of the CIFAR-LT profiles (SPEC 4): both balanced train sets hold 50,000 images
+#: (n_max, C) of the CIFAR-LT profiles (docs/method.md §4): both balanced train sets hold 50,000 images
 N_MAX = {f"{k}_lt": (50000 // v["num_classes"], v["num_classes"]) for k, v in CIFAR_SPECS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="cifar10_lt", choices=sorted(N_MAX),
-                   help="class counts of this dataset's long-tailed profile (SPEC 4); UniMix presets pick tau by it")
+                   help="class counts of this dataset's long-tailed profile (docs/method.md §4); UniMix presets pick tau by it")
     p.add_argument("--imb-factor", type=float, default=100.0, help="rho = n_max / n_min")
     p.add_argument("--counts", type=int, nargs="+", default=None, metavar="N",
                    help="explicit class counts instead of --dataset / --imb-factor")

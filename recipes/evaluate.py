@@ -9,8 +9,8 @@ The checkpoint is ``hf-hub:<id>[@revision]``, ``local-dir:<path>`` or a run-fold
 carries the training class counts, which define the many/medium/few splits (no ``--imb-factor``: the
 checkpoint's own prior is used). ``--dataset`` defaults to the one it was trained on.
 
-``--test-imb-factor R`` evaluates on an imbalanced test set drawn from the balanced one (SPEC 2; R < 1 is a
-reversed tail). ``--adapt-prior`` applies the post-hoc form of SPEC 2 with the known test prior:
+``--test-imb-factor R`` evaluates on an imbalanced test set drawn from the balanced one (docs/method.md §2; R < 1 is a
+reversed tail). ``--adapt-prior`` applies the post-hoc form of docs/method.md §2 with the known test prior:
 ``z + log pi'_test - log pi'_assumed`` (:func:`lt_registry.adapt_logits_to_prior`), where the assumed prior
 is uniform for models trained to remove the training prior (``bayias``, ``la``) and the training prior
 otherwise (``--assumed-prior`` overrides).
@@ -36,9 +36,9 @@ parser.add_argument("checkpoint", help="hf-hub:<user>/<repo>[@rev], local-dir:<p
 parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
 parser.add_argument("--dataset", default=None, help="registered dataset (default: the checkpoint's training set)")
 parser.add_argument("--data-dir", default=None, help="dataset folder, as for recipes/train.py")
-parser.add_argument("--test-imb-factor", type=float, default=None, help="imbalanced test set rho' (SPEC 2)")
+parser.add_argument("--test-imb-factor", type=float, default=None, help="imbalanced test set rho' (docs/method.md §2)")
 parser.add_argument("--adapt-prior", action="store_true",
-                    help="shift logits to the known test prior (SPEC 2 post-hoc form)")
+                    help="shift logits to the known test prior (docs/method.md §2 post-hoc form)")
 parser.add_argument("--assumed-prior", default="auto", choices=["auto", "uniform", "train"],
                     help="prior the model's raw logits assume; auto: uniform for bayias/la, train otherwise")
 parser.add_argument("--output", default="", help="output folder (default: output/eval/<time>-<dataset>)")
@@ -113,7 +113,7 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         name, assumed = assumed_prior(args.assumed_prior, lt.get("loss"), run.prior)
         logits = adapt_logits_to_prior(logits, test_prior, assumed_prior=assumed)
         evaluation.update(assumed_prior=name, test_prior=[float(p) for p in test_prior],
-                          adjustment="z + log pi'_test - log pi'_assumed (SPEC 2, post-hoc)")
+                          adjustment="z + log pi'_test - log pi'_assumed (docs/method.md §2, post-hoc)")
 
     out = Path(args.output) if args.output else Path("output/eval") / f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Trained models under a shifted, known test prior (SPEC 2; the paper's App. D.4, Table D2).
+"""Trained models under a shifted, known test prior (docs/method.md §2; the paper's App. D.4, Table D2).
 
     python recipes/prior_shift.py RUN [RUN ...] --data-dir ../shared/data/cifar10-jpeg75 \\
         --test-imb-factor 100 10 1 0.1 0.01 --output results/<name>/prior_shift
@@ -10,7 +10,7 @@ set's rare classes become the frequent ones), twice per test set:
 
 * raw logits, as the model was trained (Bayias and LA predict for a uniform test prior, CE for the training
   prior);
-* ``+ pi'``: the post-hoc form of SPEC 2, ``z + log pi'_test - log pi'_assumed``, i.e. Bayias with the known test
+* ``+ pi'``: the post-hoc form of docs/method.md §2, ``z + log pi'_test - log pi'_assumed``, i.e. Bayias with the known test
   prior. For CE the assumed prior is the training prior, for Bayias / LA the uniform one (``evaluate.py
   --adapt-prior``).
 
@@ -122,7 +122,7 @@ def table_markdown(rows: Sequence[Dict[str, Any]], rhos: Sequence[float]) -> str
             labels.append(r["label"])
     by = {(r["label"], r["adapted"], r["test_imb_factor"]): r for r in rows}
     counts = {r["test_imb_factor"]: r["num_test_samples"] for r in rows}
-    lines = ["# Known test prior (SPEC 2, paper Table D2)", "",
+    lines = ["# Known test prior (docs/method.md §2, paper Table D2)", "",
              "Test sets of imbalance rho' drawn from the balanced test set (rho' < 1: reversed tail). "
              "`raw`: the model's logits as trained; `+ pi'`: post-hoc prior adaptation "
              "z + log pi'_test - log pi'_assumed (assumed: uniform for bayias/la, the training prior for the others).",

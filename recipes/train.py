@@ -8,11 +8,11 @@
 
 Without ``--config`` the defaults are a quick offline demo: the embedded ``digits_lt`` set (scikit-learn's
 bundled 8x8 digits, upsampled to 32x32 and made long-tailed, no download), ResNet-32 for CIFAR, 20 epochs.
-The YAML configs in ``recipes/configs/`` hold the paper's protocol (SPEC 5). Flags given on the command
+The YAML configs in ``recipes/configs/`` hold the paper's protocol (docs/method.md §5). Flags given on the command
 line override the config file. Schedule epochs not given explicitly scale with ``--epochs`` from the
 200-epoch protocol: LR decays at 80% and 90%, DRW/DRS at 80%, UniMix ('paper' preset) stops at 60%.
 
-The run folder (DESIGN.md): ``train_args.yaml``, ``config.json`` + ``model.safetensors`` (timm layout),
+The run folder (lt_registry/run.py): ``train_args.yaml``, ``config.json`` + ``model.safetensors`` (timm layout),
 ``metrics.json`` (final-epoch numbers and a per-epoch log), ``calibration/`` (reliability diagram and its
 per-bin table), ``confusion.png``, ``README.md`` (model card) and ``checkpoints/`` (resume state).
 """

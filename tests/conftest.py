@@ -19,7 +19,7 @@ def load_recipe(name: str):
 
 @pytest.fixture
 def lt_counts():
-    """CIFAR-10-LT rho 100 counts (SPEC 4)."""
+    """CIFAR-10-LT rho 100 counts (docs/method.md §4)."""
     return [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 

@@ -1,4 +1,4 @@
-"""Data (SPEC 4, SPEC 2 imbalanced test sets): LT selection, CIFAR readers, list files, digits, transforms."""
+"""Data (docs/method.md §4, docs/method.md §2 imbalanced test sets): LT selection, CIFAR readers, list files, digits, transforms."""
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +41,7 @@ def official_like_labels(C: int, per_class: int, seed: int = 123) -> np.ndarray:
     return np.random.RandomState(seed).permutation(np.repeat(np.arange(C), per_class))
 
 
-# ---- selection (SPEC 4) -------------------------------------------------------------------------------------
+# ---- selection (docs/method.md §4) -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("C,per,rho,total", [
     (10, 5000, 100, 12406), (10, 5000, 50, 13996), (10, 5000, 10, 20431), (10, 5000, 200, 11203),
     (100, 500, 100, 10847), (100, 500, 50, 12608), (100, 500, 10, 19573), (100, 500, 200, 9502),
@@ -369,7 +369,7 @@ def test_digits_lt_embedded():
         build_dataset("digits_lt", data_dir="/tmp")
 
 
-# ---- imbalanced test sets (SPEC 2) ------------------------------------------------------------------------
+# ---- imbalanced test sets (docs/method.md §2) ------------------------------------------------------------------------
 @pytest.mark.parametrize("rho", [100, 10, 1, 0.1, 0.01])
 def test_imbalanced_test_sets(rho):
     y = official_like_labels(10, 1000, seed=2)

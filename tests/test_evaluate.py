@@ -1,5 +1,5 @@
 """recipes/evaluate.py: a checkpoint evaluated again gives the run's own numbers; imbalanced test sets with
-the post-hoc prior adaptation (SPEC 2); one-line errors."""
+the post-hoc prior adaptation (docs/method.md §2); one-line errors."""
 import json
 import math
 from pathlib import Path

@@ -156,7 +156,6 @@ def test_published_results_are_reproduced_from_their_run_folders(folder):
 
     def body(text):
         text = text[text.index("- cells:"):]
-        text = text.replace("SPEC 6", "docs/method.md §6").replace("SPEC 7", "docs/method.md §7")
         return re.sub(r" — log: `[^`]*`", "", text)
 
     assert body(md) == body((folder / "results.md").read_text())

@@ -1,4 +1,4 @@
-"""Each loss against its formula (SPEC 2-3), the MixedTarget rule, DRW, and bad input."""
+"""Each loss against its formula (docs/method.md §2-3), the MixedTarget rule, DRW, and bad input."""
 import math
 
 import pytest

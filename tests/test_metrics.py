@@ -1,4 +1,4 @@
-"""Tests for lt_registry.metrics (SPEC 6): accuracy splits, the confusion matrix and calibration metrics.
+"""Tests for lt_registry.metrics (docs/method.md §6): accuracy splits, the confusion matrix and calibration metrics.
 
 Expected numbers in the hand-computed cases are written out from the definitions; ECE/MCE are also
 checked against torchmetrics as an independent oracle, and ACE/SCE against naive loop references.
@@ -193,7 +193,7 @@ def test_sce_hand_case():
 
 def test_brier_hand_case():
     # rows: (.3^2 + .2^2 + .1^2), (.5^2 + .7^2 + .2^2), (.2^2 + .5^2 + .3^2), (.1^2 + .1^2 + .2^2)
-    expected = (0.14 + 0.78 + 0.38 + 0.06) / 4  # the 1/N form of SPEC 6, not 1/(N C)
+    expected = (0.14 + 0.78 + 0.38 + 0.06) / 4  # the 1/N form of docs/method.md §6, not 1/(N C)
     assert brier_score(P, Y) == pytest.approx(expected)
     assert calibration_metrics(P, Y)["brier"] == pytest.approx(expected)
 

@@ -1,4 +1,4 @@
-"""Mixers against their formulas (SPEC 1, 3) and the paper's Corollaries 1-3 as simulations."""
+"""Mixers against their formulas (docs/method.md §1, 3) and the paper's Corollaries 1-3 as simulations."""
 import pytest
 import torch
 from scipy import stats
@@ -78,7 +78,7 @@ def test_remix_label_rule_cases(monkeypatch):
 
 @pytest.mark.parametrize("alpha", [0.5, 0.8])
 def test_unimix_factor_is_shifted_beta_mod_1(alpha):
-    """SPEC 1.1: for fixed classes, xi = (Beta(alpha, alpha) + c_ij) mod 1, one draw per pair."""
+    """docs/method.md §1.1: for fixed classes, xi = (Beta(alpha, alpha) + c_ij) mod 1, one draw per pair."""
     m = L.create_mixer("unimix", class_counts=COUNTS, alpha=alpha, tau=1.0)
     n = 20000
     # anchor class 1 (2997 images), partner class 3 (1077): c = 1077 / (2997 + 1077) = 0.264
@@ -143,7 +143,7 @@ def _dominant_class_histogram(pi, y_a, y_b, lam_x):
 
 
 def test_corollaries_1_to_3_shapes():
-    """Paper Corollaries 1-3 simulated at C = 100, rho = 200 (SPEC 1; paper Sec. 3.1).
+    """Paper Corollaries 1-3 simulated at C = 100, rho = 200 (docs/method.md §1; paper Sec. 3.1).
 
     We report, per class-index third (head / middle / tail), the share of mixed samples that mostly belong
     there and the amplification h_k / pi_k (how much more often class k dominates a mixed sample than it

@@ -1,4 +1,4 @@
-"""Models (SPEC 5): CIFAR ResNets and ResNet-10 registered into timm."""
+"""Models (docs/method.md §5): CIFAR ResNets and ResNet-10 registered into timm."""
 from __future__ import annotations
 
 import pytest

@@ -118,7 +118,7 @@ def test_reliability_title_carries_ece_mce_in_percent(over_metrics):
     assert fig.axes[1].get_xlabel().startswith("Confidence") and ax.get_ylabel() == "Accuracy"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"Gap: over-confident", "Gap: under-confident", "Perfect calibration"} <= set(legend)
-    # without ece/mce, they are computed from the bins with the SPEC 6 formulas
+    # without ece/mce, they are computed from the bins with the docs/method.md §6 formulas
     computed = _reliability_figure(over_metrics["bins"], None, None, None).axes[0].get_title()
     assert computed == f"ECE = {100 * over_metrics['ece']:.2f}%   MCE = {100 * over_metrics['mce']:.2f}%"
 

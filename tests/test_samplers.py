@@ -1,4 +1,4 @@
-"""Samplers (SPEC 1.2 and SPEC 3): class frequencies, determinism in (seed, epoch), schedules, sharding
+"""Samplers (docs/method.md §1.2 and docs/method.md §3): class frequencies, determinism in (seed, epoch), schedules, sharding
 (manual and under accelerate), and the errors bad input raises."""
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_named_presets_match_their_tau():
 
 
 def test_prior_power_uniform_within_class():
-    """Per-sample weight pi_y^tau / n_y: inside a class every index is equally likely (SPEC 1.2)."""
+    """Per-sample weight pi_y^tau / n_y: inside a class every index is equally likely (docs/method.md §1.2)."""
     y = _labels()
     idx = create_sampler("prior_power", labels=y, tau=-1, num_samples=BIG, seed=5).global_indices(0).numpy()
     for c in (0, 4):

@@ -42,7 +42,7 @@ def test_spec_lr_schedule_through_timm_matches_spec5():
     for e in range(200):
         sched.step(e)
         seen.append(opt.param_groups[0]["lr"])
-    # SPEC 5, 1-indexed e: lr * e / 5 for e <= 5, lr * 0.01 for e > 160, lr * 1e-4 for e > 180
+    # docs/method.md §5, 1-indexed e: lr * e / 5 for e <= 5, lr * 0.01 for e > 160, lr * 1e-4 for e > 180
     spec = [0.1 * e / 5 if e <= 5 else 0.1 * (1e-4 if e > 180 else 0.01 if e > 160 else 1) for e in range(1, 201)]
     assert seen == pytest.approx(spec, rel=1e-9)
     assert [lr_at_epoch(e, 0.1) for e in range(200)] == pytest.approx(spec, rel=1e-9)

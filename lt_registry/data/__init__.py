@@ -1,4 +1,4 @@
-"""Long-tailed dataset builders (DESIGN: data/; SPEC 4).
+"""Long-tailed dataset builders (docs/method.md §4).
 
     from lt_registry.data import build_dataset, list_datasets
     ds = build_dataset("cifar10_lt", data_dir="~/data/cifar10", imb_factor=100)

@@ -1,6 +1,6 @@
 """In-memory image sets: the ``ImageArrays`` a loader returns and the ``TensorImageDataset`` that serves them.
 
-CIFAR (SPEC 4) and the embedded digits fit in memory as one uint8 array ``[N, H, W, C]``; the dataset hands
+CIFAR (docs/method.md §4) and the embedded digits fit in memory as one uint8 array ``[N, H, W, C]``; the dataset hands
 out ``(transform(image), label)`` with the image as a uint8 HWC tensor, which is what the transforms in
 :mod:`lt_registry.data.transforms` take.
 """

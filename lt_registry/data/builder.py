@@ -1,6 +1,6 @@
-"""``build_dataset(name, ...)``: the dataset registry (DESIGN: data/; SPEC 4).
+"""``build_dataset(name, ...)``: the dataset registry (docs/method.md §4).
 
-Registered names: ``cifar10_lt``, ``cifar100_lt`` (SPEC 4 selection from any CIFAR source), ``digits_lt``
+Registered names: ``cifar10_lt``, ``cifar100_lt`` (docs/method.md §4 selection from any CIFAR source), ``digits_lt``
 (embedded, no download), ``imagenet_lt``, ``inat2018``, ``places_lt`` (list files). Each builder returns an
 :class:`LTDataset`; a new dataset is one function with ``@register_dataset("name")``.
 
@@ -79,9 +79,9 @@ def build_dataset(name: str, data_dir: Optional[PathLike] = None, **kwargs: Any)
     Common keyword arguments (each builder documents its own):
         imb_factor: training rho (CIFAR-style sets; default 100).
         split: evaluation split, ``'test'`` (default) or ``'val'`` where the set has one.
-        test_imb_factor: build an imbalanced test set (SPEC 2) with this rho' instead of the balanced one.
+        test_imb_factor: build an imbalanced test set (docs/method.md §2) with this rho' instead of the balanced one.
         train_transform / test_transform: override the defaults.
-        seed: seed of the long-tailed selection (0 in SPEC 4).
+        seed: seed of the long-tailed selection (0 in docs/method.md §4).
     """
     return DATASETS.create(name, data_dir=data_dir, **kwargs)
 
@@ -143,7 +143,7 @@ def _cifar_builder(key: str, C: int, registry_name: str) -> Callable[..., LTData
                             train_transform, test_transform)
 
     build.__name__ = f"build_{registry_name}"
-    build.__doc__ = (f"CIFAR-{C}-LT (SPEC 4): {key} from ``data_dir`` (or the Hub), long-tailed at ``imb_factor`` "
+    build.__doc__ = (f"CIFAR-{C}-LT (docs/method.md §4): {key} from ``data_dir`` (or the Hub), long-tailed at ``imb_factor`` "
                      f"(default {DEFAULT_IMB_FACTOR:g}), balanced test set unless ``test_imb_factor``.")
     return build
 
@@ -172,7 +172,7 @@ def build_digits_lt(
     test_transform: Transform = None,
     test_per_class: int = 50,
 ) -> LTDataset:
-    """Embedded digits made long-tailed by the SPEC 4 rule (no download; see :mod:`lt_registry.data.embedded`).
+    """Embedded digits made long-tailed by the docs/method.md §4 rule (no download; see :mod:`lt_registry.data.embedded`).
 
     ``imb_factor`` defaults to 10 here (124 down to 12 training images per class): at rho = 100 the
     smallest digit class would keep a single image of ~130.
@@ -226,7 +226,7 @@ def _list_builder(name: str) -> Callable[..., LTDataset]:
 
     build.__name__ = f"build_{name}"
     build.__doc__ = (f"{prefix} from list files ``{prefix}_train.txt`` / ``{prefix}_<split>.txt`` (in ``list_dir`` or "
-                     f"``list_dir/{folder}``, default ``data_dir``) and images under ``data_dir`` (SPEC 4). "
+                     f"``list_dir/{folder}``, default ``data_dir``) and images under ``data_dir`` (docs/method.md §4). "
                      f"Evaluation split default {default_split!r}.")
     return build
 

@@ -1,4 +1,4 @@
-"""CIFAR-10-LT / CIFAR-100-LT (SPEC 4): the standard long-tailed selection and readers for CIFAR in any form.
+"""CIFAR-10-LT / CIFAR-100-LT (docs/method.md §4): the standard long-tailed selection and readers for CIFAR in any form.
 
 Selection (:func:`cifar_lt_indices`), bit-exact with the field's shared code (LDAM-DRW, MiSLAS, the released
 UniMix code): ``n_c = int(n_max * (1/rho)^(c/(C-1)))`` (:func:`lt_registry.prior.long_tail_counts`); numpy's
@@ -58,7 +58,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".
 _SPLITS = ("train", "test")
 
 
-# ---- the long-tailed selection (SPEC 4) ----------------------------------------------------------------
+# ---- the long-tailed selection (docs/method.md §4) ----------------------------------------------------------------
 def labels_to_numpy(labels: Any, num_classes: Optional[int] = None, what: str = "labels") -> np.ndarray:
     """Integer labels (list, numpy, torch) -> int64 numpy [N], checked against ``[0, num_classes)``."""
     if hasattr(labels, "detach"):
@@ -83,7 +83,7 @@ def cifar_lt_indices(
     n_max: Optional[int] = None,
     seed: int = 0,
 ) -> Tuple[np.ndarray, List[int]]:
-    """Indices of the long-tailed subset of SPEC 4 and its per-class counts.
+    """Indices of the long-tailed subset of docs/method.md §4 and its per-class counts.
 
     Args:
         labels: labels of the balanced set, in its official order (int [N]).
@@ -92,7 +92,7 @@ def cifar_lt_indices(
         n_max: images of the largest class; default the smallest class size in ``labels`` (5000 for the
             CIFAR-10 train set, 500 for CIFAR-100), which equals the reference's ``len(data) / C`` on a
             balanced set.
-        seed: seed of the one ``RandomState`` all shuffles draw from (0 in SPEC 4).
+        seed: seed of the one ``RandomState`` all shuffles draw from (0 in docs/method.md §4).
 
     Returns:
         ``(indices, counts)``: int64 indices into ``labels``, class by class (class 0 first) in shuffled
@@ -271,7 +271,7 @@ def load_cifar(
     split: str = "train",
     hub_id: Optional[str] = None,
 ) -> ImageArrays:
-    """Load one CIFAR split as uint8 images [N, 32, 32, 3] and int64 labels (SPEC 4).
+    """Load one CIFAR split as uint8 images [N, 32, 32, 3] and int64 labels (docs/method.md §4).
 
     Args:
         name: ``'cifar10'`` or ``'cifar100'`` (``'cifar-10'``, ``'cifar10_lt'`` are accepted too).

@@ -4,11 +4,11 @@ What it is: the UCI "Optical Recognition of Handwritten Digits" test set as bund
 (``sklearn.datasets.load_digits``): 1,797 grey 8x8 images of the digits 0-9 (pixel values 0..16), 174 to
 183 per class. Here each image is scaled to 0..255, enlarged 4x by pixel repetition to 32x32 and copied
 to three channels, so it has CIFAR's shape ``[32, 32, 3]`` uint8 and goes through the CIFAR transforms and
-models unchanged (SPEC 4-5). It is a smoke-test and tutorial set, not a benchmark.
+models unchanged (docs/method.md §4-5). It is a smoke-test and tutorial set, not a benchmark.
 
 Split: a fixed stratified split, ``test_per_class`` images of each class (default 50) drawn with
 ``np.random.RandomState(split_seed)`` form a balanced test set (500 images); the rest (124 to 133 per class)
-is the balanced pool. The long tail is the CIFAR rule of SPEC 4 (:func:`~lt_registry.data.cifar_lt.cifar_lt_indices`)
+is the balanced pool. The long tail is the CIFAR rule of docs/method.md §4 (:func:`~lt_registry.data.cifar_lt.cifar_lt_indices`)
 with ``n_max`` = the smallest class of the pool (124): rho 10 -> 124 ... 12 images, 503 in all.
 
 Needs scikit-learn (for its bundled copy of the data); nothing is fetched from the network.

@@ -1,8 +1,8 @@
-"""Imbalanced test sets drawn from a balanced one, for evaluating under a shifted test prior (SPEC 2).
+"""Imbalanced test sets drawn from a balanced one, for evaluating under a shifted test prior (docs/method.md §2).
 
-SPEC 2 asks for evaluation at test imbalance rho' in {100, 10, 1, 0.1, 0.01}: rho' > 1 is a long tail in the
+docs/method.md §2 asks for evaluation at test imbalance rho' in {100, 10, 1, 0.1, 0.01}: rho' > 1 is a long tail in the
 training direction, 1 balanced, rho' < 1 the reversed tail (class 0 smallest). The counts follow the
-training profile of SPEC 4, ``n'_c = int(n_max * (1/rho')^(c/(C-1)))`` (reversed for rho' < 1), with
+training profile of docs/method.md §4, ``n'_c = int(n_max * (1/rho')^(c/(C-1)))`` (reversed for rho' < 1), with
 ``n_max`` the smallest class of the balanced test set (1000 for CIFAR-10, 100 for CIFAR-100); each class
 keeps a seeded random subset, so the sets are the same on every machine and run.
 """
@@ -16,7 +16,7 @@ from .cifar_lt import cifar_lt_indices
 
 __all__ = ["ImbalancedTestSet", "imbalanced_test_indices", "TEST_IMB_FACTORS"]
 
-#: The test imbalance factors of SPEC 2 (paper App. D.4, Table D2).
+#: The test imbalance factors of docs/method.md §2 (paper App. D.4, Table D2).
 TEST_IMB_FACTORS = (100, 10, 1, 0.1, 0.01)
 
 
@@ -36,14 +36,14 @@ def imbalanced_test_indices(
     n_max: Optional[int] = None,
     seed: int = 0,
 ) -> ImbalancedTestSet:
-    """Select an imbalanced subset of a balanced test set (SPEC 2).
+    """Select an imbalanced subset of a balanced test set (docs/method.md §2).
 
     Args:
         labels: test labels (int [N]).
         num_classes: C.
         test_imb_factor: rho' (> 1 long tail, 1 balanced, < 1 reversed long tail).
         n_max: images of the largest class; default the smallest class size in ``labels``.
-        seed: seed of the per-class shuffles (the same selection rule as the training subset, SPEC 4).
+        seed: seed of the per-class shuffles (the same selection rule as the training subset, docs/method.md §4).
 
     Returns:
         :class:`ImbalancedTestSet` ``(indices, prior, counts)``; pass ``prior`` as the loss's or the

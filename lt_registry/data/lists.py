@@ -1,4 +1,4 @@
-"""List-file long-tailed sets: ImageNet-LT, iNaturalist 2018, Places-LT (SPEC 4).
+"""List-file long-tailed sets: ImageNet-LT, iNaturalist 2018, Places-LT (docs/method.md §4).
 
 These benchmarks ship as text files with one ``relative/path.jpg label`` per line, resolved against an
 image root (the field's layout, e.g. ``ImageNet_LT_train.txt`` with ``train/n01440764/n01440764_10026.JPEG 0``).
@@ -94,7 +94,7 @@ def _class_names_from_paths(paths: List[str], labels: np.ndarray, num_classes: i
 
 
 class ListFileDataset(LabelledDataset):
-    """Images listed in a ``relative/path label`` file under ``root`` (SPEC 4: ImageNet-LT, iNat 2018, Places-LT).
+    """Images listed in a ``relative/path label`` file under ``root`` (docs/method.md §4: ImageNet-LT, iNat 2018, Places-LT).
 
     Args:
         list_file: the list.

@@ -1,4 +1,4 @@
-"""CIFAR transforms on uint8 HWC images (SPEC 4), per sample or for a whole batch at once.
+"""CIFAR transforms on uint8 HWC images (docs/method.md §4), per sample or for a whole batch at once.
 
 Train: random crop 32 from the image zero-padded by 4 pixels, horizontal flip with p = 0.5, then
 normalise with mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010). Test: normalise only.
@@ -20,7 +20,7 @@ __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "CifarTrainTransform", "CifarTestTransform", "to_float_chw", "normalize",
 ]
 
-#: SPEC 4 normalisation constants.
+#: docs/method.md §4 normalisation constants.
 CIFAR_MEAN: Tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR_STD: Tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 
@@ -52,7 +52,7 @@ def normalize(x: torch.Tensor, mean: Sequence[float] = CIFAR_MEAN, std: Sequence
 
 
 class CifarTestTransform:
-    """Test transform of SPEC 4: uint8 HWC -> normalised float CHW (also batched)."""
+    """Test transform of docs/method.md §4: uint8 HWC -> normalised float CHW (also batched)."""
 
     def __init__(self, mean: Sequence[float] = CIFAR_MEAN, std: Sequence[float] = CIFAR_STD):
         self.mean, self.std = tuple(mean), tuple(std)
@@ -65,10 +65,10 @@ class CifarTestTransform:
 
 
 class CifarTrainTransform(CifarTestTransform):
-    """Train transform of SPEC 4: pad 4 with zeros, random 32x32 crop, flip p = 0.5, normalise.
+    """Train transform of docs/method.md §4: pad 4 with zeros, random 32x32 crop, flip p = 0.5, normalise.
 
     Args:
-        padding: zero padding on each side before the crop (4 in SPEC 4); the crop keeps the input size.
+        padding: zero padding on each side before the crop (4 in docs/method.md §4); the crop keeps the input size.
         flip_p: probability of a horizontal flip.
         generator: optional ``torch.Generator`` for the crop/flip draws (on the images' device); the global
             RNG otherwise, which DataLoader workers seed per worker.

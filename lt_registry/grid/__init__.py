@@ -5,7 +5,7 @@
 - :mod:`~lt_registry.grid.gridfile`: the grid-file schema and the options ``train.py`` resolves per cell;
 - :mod:`~lt_registry.grid.results`: rows from the run folders, groups over seeds, ``results.csv`` / ``results.md``
   next to the paper's numbers (``paper_tables.yaml``);
-- :mod:`~lt_registry.grid.figure`: ``results.png``.
+- :mod:`~lt_registry.grid.figure`: ``results.png``; :mod:`~lt_registry.grid.outputs`: all three report files.
 
 ``recipes/ablation.py`` runs the cells (one ordinary ``recipes/train.py`` run each) and records them in
 ``grid.json``. A new grid axis value is a registered mixer, loss or dataset: the grid picks up its name, label
@@ -16,7 +16,7 @@ from .cells import (FAILED, INCOMPLETE, INTERRUPTED, OK, PENDING, RUNNING, STATU
                     folder_status, format_rho, make_cell)
 from .gridfile import GRID_KEYS, GridSettings, build_cells, load_grid_file, resolve_grid
 from .results import (RESULT_COLUMNS, Group, aggregate, collect_results, format_duration, paper_reference,
-                      paper_tables, results_markdown, write_report, write_results_csv)
+                      paper_tables, results_markdown, write_results_csv)
 
 __all__ = [
     "Cell", "MixSpec", "LossSpec", "GridError", "make_cell", "expand_grid", "cell_matches", "format_rho",
@@ -32,4 +32,7 @@ def __getattr__(name):  # the figure needs matplotlib: imported on first use
     if name == "plot_results":
         from .figure import plot_results
         return plot_results
+    if name == "write_report":
+        from .outputs import write_report
+        return write_report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

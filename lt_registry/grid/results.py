@@ -26,7 +26,7 @@ from .cells import (FAILED, INCOMPLETE, INTERRUPTED, OK, PENDING, STATUSES, Cell
                     cell_status, folder_status, format_rho)
 
 __all__ = ["RESULT_COLUMNS", "collect_results", "write_results_csv", "Group", "aggregate", "PaperTables",
-           "paper_tables", "paper_reference", "format_duration", "results_markdown", "report_header", "write_report",
+           "paper_tables", "paper_reference", "format_duration", "results_markdown", "report_header",
            "publish", "PUBLISHED_RUN_FILES", "PUBLISHED_REPORT_FILES", "timestamp", "read_grid_json", "recorded_cells",
            "summary_lines"]
 
@@ -492,22 +492,6 @@ def report_header(record: Mapping[str, Any], records: Mapping[str, Mapping[str, 
                       f"{len(inv)} invocation(s) recorded in grid.json")
     header.append(f"report built {timestamp()} from the run folders in `{runs}`")
     return header
-
-
-def write_report(out: PathLike, cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]],
-                 record: Mapping[str, Any], title: str, path_str: Callable[[Path], str] = str) -> Dict[str, Any]:
-    """Write ``results.csv``, ``results.md`` and ``results.png`` into ``out`` from the run folders in
-    ``out/runs`` (logs in ``out/logs``) and grid.json's ``record``. Returns ``{"rows": ..., "groups": ...}``."""
-    from .figure import plot_results
-
-    out = Path(out)
-    rows = collect_results(cells, out / "runs", records, logs_dir=out / "logs", path_str=path_str)
-    groups = aggregate(rows)
-    header = report_header(record, records, path_str(out / "runs"))
-    write_results_csv(rows, out / "results.csv")
-    (out / "results.md").write_text(results_markdown(rows, title=title, header=header, groups=groups))
-    plot_results(groups, out / "results.png", title=title.replace("`", ""))
-    return {"rows": rows, "groups": groups}
 
 
 #: what --publish copies: the report files, and per finished cell its small files (or all but checkpoints/)

@@ -2,7 +2,7 @@
 
 ``forward(logits, target)`` takes integer labels [B] or a :class:`MixedTarget` and always evaluates
 ``lam * L(y_a) + (1 - lam) * L(y_b)`` *per sample* before reducing (paper Eq. 11). Reducing first and
-weighting afterwards is the peer bug SPEC 1.1 warns about: the per-sample weights collapse to their mean.
+weighting afterwards is the peer bug docs/method.md §1.1 warns about: the per-sample weights collapse to their mean.
 
 Optional per-class weights ``w`` (class-balanced losses, the DRW schedule) multiply each sample's loss by
 ``w[y]``; ``reduction='mean'`` is then the plain batch mean of the weighted losses (Cui et al.'s form),

@@ -63,7 +63,7 @@ class CrossEntropy(SoftmaxCE):
 class FocalLoss(SoftmaxCE):
     """Focal loss (Lin et al. 2017): ``(1 - p_y)^gamma * CE`` with ``p_y = exp(-CE)``; gamma = 0 is CE.
 
-    ``gamma = 1`` as in the LDAM-DRW CIFAR recipe (SPEC 3).
+    ``gamma = 1`` as in the LDAM-DRW CIFAR recipe (docs/method.md §3).
     """
 
     def __init__(self, class_counts: Any = None, *, gamma: float = 1.0, **kw: Any):
@@ -87,7 +87,7 @@ class FocalLoss(SoftmaxCE):
 class ClassBalancedLoss(SoftmaxCE):
     """Class-balanced loss (Cui et al. 2019): per-class weights ``(1 - beta) / (1 - beta^{n_c})``,
     normalised to sum to C, on a base loss ``'softmax'`` (CE, default), ``'sigmoid'`` (one-vs-all BCE
-    summed over classes) or ``'focal'`` (sigmoid focal, ``(1 - p_t)^gamma * BCE``). SPEC 3."""
+    summed over classes) or ``'focal'`` (sigmoid focal, ``(1 - p_t)^gamma * BCE``). docs/method.md §3."""
 
     needs_prior = True
     BASES = ("softmax", "sigmoid", "focal")

@@ -1,5 +1,5 @@
 """Prior-aware margin losses: ``ldam``, ``la`` (logit adjustment) and ``bayias``, plus the post-hoc
-inference-time adjustments (SPEC 2 and 3)."""
+inference-time adjustments (docs/method.md §2 and 3)."""
 from __future__ import annotations
 
 import math
@@ -26,7 +26,7 @@ def ldam_margins(class_counts: Any, max_margin: float = 0.5) -> torch.Tensor:
 
 @register_loss("ldam", aliases=("ldam_loss",), label="LDAM", order=3)
 class LDAMLoss(LTLoss):
-    """Label-distribution-aware margin loss: ``CE(s * (z - m_y e_y), y)`` (Cao et al. 2019; SPEC 3).
+    """Label-distribution-aware margin loss: ``CE(s * (z - m_y e_y), y)`` (Cao et al. 2019; docs/method.md §3).
 
     Expects *cosine* logits in [-1, 1], i.e. a model with :class:`lt_registry.models.CosineLinear` as its
     head (``timm.create_model(..., head='cosine')`` for our CIFAR ResNets). Add DRW with
@@ -57,7 +57,7 @@ class LDAMLoss(LTLoss):
 @register_loss("la", aliases=("logit_adjustment", "logit_adjusted", "balanced_softmax"), label="LA",
                order=4)
 class LogitAdjustedLoss(SoftmaxCE):
-    """Logit-adjusted loss (Menon et al. 2021): ``CE(z + tau * log pi, y)``, tau = 1 (SPEC 3).
+    """Logit-adjusted loss (Menon et al. 2021): ``CE(z + tau * log pi, y)``, tau = 1 (docs/method.md §3).
 
     With tau = 1 this is Balanced Softmax and, under a uniform test prior, identical to Bayias.
     """
@@ -108,7 +108,7 @@ def posthoc_logit_adjustment(logits: torch.Tensor, class_counts: Any, tau: float
 
 def adapt_logits_to_prior(logits: torch.Tensor, new_prior: PriorLike,
                           assumed_prior: Optional[PriorLike] = None) -> torch.Tensor:
-    """SPEC 2 post-hoc form: ``z + log pi'_new - log pi'_assumed``.
+    """docs/method.md §2 post-hoc form: ``z + log pi'_new - log pi'_assumed``.
 
     A model trained with Bayias (or LA) for a test prior ``assumed_prior`` (uniform by default) is moved to
     a known deployment prior ``new_prior`` without retraining. Both priors are probabilities over C classes

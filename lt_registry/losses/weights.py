@@ -11,7 +11,7 @@ __all__ = ["class_balanced_weights", "DeferredReweighting"]
 
 
 def class_balanced_weights(class_counts: Any, beta: float = 0.9999) -> torch.Tensor:
-    """``w_c = (1 - beta) / (1 - beta^{n_c})`` normalised so ``sum_c w_c = C`` (SPEC 3, "effective number").
+    """``w_c = (1 - beta) / (1 - beta^{n_c})`` normalised so ``sum_c w_c = C`` (docs/method.md §3, "effective number").
 
     ``beta = 0`` gives all-ones (no re-weighting); ``beta -> 1`` approaches inverse frequency.
     Same as timm's ``compute_class_weights(method='effective_num')`` up to scale (timm's mean is 1).

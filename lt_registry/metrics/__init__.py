@@ -1,4 +1,4 @@
-"""Metrics of SPEC 6: accuracy splits (many/medium/few, head/mid/tail) and calibration (ECE, MCE, ACE, TACE,
+"""Metrics of docs/method.md §6: accuracy splits (many/medium/few, head/mid/tail) and calibration (ECE, MCE, ACE, TACE,
 SCE, Brier, NLL, reliability bins), as functions on torch tensors.
 
     from lt_registry.metrics import evaluate_predictions, calibration_metrics

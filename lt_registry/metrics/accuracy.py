@@ -1,4 +1,4 @@
-"""Top-1, per-class and group accuracies for long-tailed evaluation (SPEC 6).
+"""Top-1, per-class and group accuracies for long-tailed evaluation (docs/method.md §6).
 
 The groups follow the field's convention: many / medium / few-shot classes have > 100, 20-100 and < 20
 training images; for CIFAR also head / mid / tail by class-index thirds. The masks come from
@@ -63,7 +63,7 @@ def per_class_accuracy(preds_or_logits: Tensor, labels: Tensor, num_classes: Opt
 
 
 def split_accuracy(per_class_acc: Any, class_counts: Any, many: int = 100, few: int = 20) -> Dict[str, float]:
-    """Mean per-class accuracy over the many / medium / few-shot and head / mid / tail class groups (SPEC 6).
+    """Mean per-class accuracy over the many / medium / few-shot and head / mid / tail class groups (docs/method.md §6).
 
     ``many``: train count > ``many``; ``medium``: ``few`` <= count <= ``many``; ``few``: count < ``few``
     (masks from :meth:`ClassPrior.split`). ``head`` / ``mid`` / ``tail``: class-index thirds

@@ -1,6 +1,6 @@
-r"""Calibration metrics: ECE, MCE, ACE, TACE, SCE, Brier score, NLL and reliability-diagram bins (SPEC 6).
+r"""Calibration metrics: ECE, MCE, ACE, TACE, SCE, Brier score, NLL and reliability-diagram bins (docs/method.md §6).
 
-Conventions (SPEC 6; Guo et al. 2017, "On Calibration of Modern Neural Networks"; Nixon et al. 2019,
+Conventions (docs/method.md §6; Guo et al. 2017, "On Calibration of Modern Neural Networks"; Nixon et al. 2019,
 "Measuring Calibration in Deep Learning"):
 
 * ``probs`` is [N, C] (rows sum to 1), ``labels`` is [N]; confidence ``conf_i = max_c p_ic``,
@@ -168,7 +168,7 @@ def _bins_dict(count: Tensor, conf_sum: Tensor, hit_sum: Tensor, n_bins: int) ->
 # ---- public functional API ---------------------------------------------------------------------------
 
 def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> float:
-    r"""Expected calibration error (Guo et al. 2017; SPEC 6), a fraction.
+    r"""Expected calibration error (Guo et al. 2017; docs/method.md §6), a fraction.
 
     .. math:: \mathrm{ECE} = \sum_{b=0}^{n-1} \frac{|B_b|}{N}\,\bigl|\mathrm{acc}(B_b) - \mathrm{conf}(B_b)\bigr|
 
@@ -183,7 +183,7 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
 
 
 def maximum_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> float:
-    r"""Maximum calibration error (Guo et al. 2017; SPEC 6): the largest bin gap over non-empty bins.
+    r"""Maximum calibration error (Guo et al. 2017; docs/method.md §6): the largest bin gap over non-empty bins.
 
     .. math:: \mathrm{MCE} = \max_{b:\,|B_b|>0} \bigl|\mathrm{acc}(B_b) - \mathrm{conf}(B_b)\bigr|
 
@@ -197,7 +197,7 @@ def maximum_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -
 
 
 def adaptive_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15, threshold: float = 0.0) -> float:
-    r"""Adaptive calibration error (ACE; Nixon et al. 2019; SPEC 6), or TACE with ``threshold > 0``.
+    r"""Adaptive calibration error (ACE; Nixon et al. 2019; docs/method.md §6), or TACE with ``threshold > 0``.
 
     For each class ``c``, the probabilities ``p_ic`` of all N samples (only those ``>= threshold``) are sorted
     and split into ``R = n_bins`` equal-mass ranges ``r`` (sizes differ by at most one: the first
@@ -219,7 +219,7 @@ def adaptive_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15, 
 
 
 def static_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> float:
-    r"""Static calibration error (SCE; Nixon et al. 2019; SPEC 6): classwise ECE averaged over classes.
+    r"""Static calibration error (SCE; Nixon et al. 2019; docs/method.md §6): classwise ECE averaged over classes.
 
     Every class probability ``p_ic`` is binned with the right-closed equal-width bins; ``B_bc`` are the
     samples whose ``p_ic`` falls in bin ``b``:
@@ -238,7 +238,7 @@ def static_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) ->
 
 
 def brier_score(probs: Tensor, labels: Tensor) -> float:
-    r"""Multiclass Brier score in the 1/N form (SPEC 6; matches the paper's Table D1 values).
+    r"""Multiclass Brier score in the 1/N form (docs/method.md §6; matches the paper's Table D1 values).
 
     .. math:: \mathrm{Brier} = \frac{1}{N}\sum_i\sum_c \bigl(\mathbb{1}[y_i = c] - p_{ic}\bigr)^2
 
@@ -250,7 +250,7 @@ def brier_score(probs: Tensor, labels: Tensor) -> float:
 
 
 def negative_log_likelihood(probs: Tensor, labels: Tensor, eps: Optional[float] = None) -> float:
-    r"""Mean negative log-likelihood of the true class (SPEC 6).
+    r"""Mean negative log-likelihood of the true class (docs/method.md §6).
 
     .. math:: \mathrm{NLL} = -\frac{1}{N}\sum_i \log \max(p_{i, y_i}, \epsilon)
 
@@ -267,7 +267,7 @@ def negative_log_likelihood(probs: Tensor, labels: Tensor, eps: Optional[float] 
 
 
 def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict[str, Any]:
-    """Per-bin data for a reliability diagram (SPEC 6: "always record bins and scheme").
+    """Per-bin data for a reliability diagram (docs/method.md §6: "always record bins and scheme").
 
     Returns a JSON-friendly dict of python lists:
 
@@ -323,7 +323,7 @@ def calibration_errors_from_bins(bins: Mapping[str, Any]) -> Tuple[float, float]
 
 def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15,
                         tace_threshold: float = 1e-3) -> Dict[str, Any]:
-    """All calibration metrics of SPEC 6 in one pass over checked inputs.
+    """All calibration metrics of docs/method.md §6 in one pass over checked inputs.
 
     Returns ``{'ece', 'mce', 'ace', 'tace', 'sce', 'brier', 'nll'}`` as python floats (fractions) and ``'bins'``
     (:func:`reliability_bins`' dict). ACE/TACE use ``n_bins`` equal-mass ranges per class; TACE ignores

@@ -1,4 +1,4 @@
-"""One call for the training recipe: logits + labels + train counts -> every SPEC 6 number."""
+"""One call for the training recipe: logits + labels + train counts -> every docs/method.md §6 number."""
 from __future__ import annotations
 
 from typing import Any, Dict
@@ -18,7 +18,7 @@ __all__ = ["evaluate_predictions", "report_metrics"]
 
 def evaluate_predictions(logits: Tensor, labels: Tensor, class_counts: Any, *, n_bins: int = 15,
                          many: int = 100, few: int = 20, tace_threshold: float = 1e-3) -> Dict[str, Any]:
-    """Accuracy splits and calibration metrics of SPEC 6 from raw logits (softmax taken here, in float64).
+    """Accuracy splits and calibration metrics of docs/method.md §6 from raw logits (softmax taken here, in float64).
 
     Args:
         logits: float [N, C] model outputs (pre-softmax; passing probabilities would softmax them again).

@@ -1,5 +1,5 @@
 """Class-agnostic and rebalancing mixers: ``none``, ``mixup`` (Zhang et al. 2018), ``remix``
-(Chou et al. 2020). SPEC 3."""
+(Chou et al. 2020). docs/method.md §3."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
@@ -68,7 +68,7 @@ class Mixup(Mixer):
 class Remix(Mixer):
     """Remix: images mixed with one ``lam ~ Beta(alpha, alpha)`` per batch; the label weight is pushed to the
     minority class: ``lam_y = 0`` if ``n_a / n_b >= kappa`` and ``lam < t``; ``lam_y = 1`` if
-    ``n_b / n_a >= kappa`` and ``1 - lam < t``; else ``lam_y = lam``. Defaults kappa = 3, t = 0.5 (SPEC 3)."""
+    ``n_b / n_a >= kappa`` and ``1 - lam < t``; else ``lam_y = lam``. Defaults kappa = 3, t = 0.5 (docs/method.md §3)."""
 
     name = "remix"
 

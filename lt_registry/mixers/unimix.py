@@ -35,7 +35,7 @@ def tau_from_code(tau_code: float) -> float:
 
 @dataclass(frozen=True)
 class UniMixPreset:
-    """SPEC 1.3. ``tau`` per dataset family in the paper's convention."""
+    """docs/method.md §1.3. ``tau`` per dataset family in the paper's convention."""
 
     alpha: float
     tau_cifar10: float
@@ -85,7 +85,7 @@ class UniMix(Mixer):
 
     Args:
         class_counts: training counts or a ClassPrior.
-        preset: ``'paper'`` (default) or ``'official'`` (SPEC 1.3); explicit ``alpha``/``tau`` override it.
+        preset: ``'paper'`` (default) or ``'official'`` (docs/method.md §1.3); explicit ``alpha``/``tau`` override it.
         alpha: Beta concentration of the factor.
         tau: partner exponent, paper convention (class of the partner ∝ pi^tau).
         dataset: optional dataset name used to pick the preset's tau (``'cifar10_lt'`` / ``'cifar100_lt'``).
@@ -118,7 +118,7 @@ class UniMix(Mixer):
         self._pair_weight = _CountsOnDevice((self.prior.counts ** (self.tau - 1.0)).to(torch.float32))
 
     def pair_index(self, y: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """B partners drawn with replacement from the batch, weight ``n_{y_k}^(tau-1)`` (SPEC 1.2)."""
+        """B partners drawn with replacement from the batch, weight ``n_{y_k}^(tau-1)`` (docs/method.md §1.2)."""
         w = self._pair_weight.on(y.device)[y]
         return torch.multinomial(w, y.numel(), replacement=True, generator=generator)
 

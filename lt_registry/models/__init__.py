@@ -1,8 +1,8 @@
-"""Architectures, registered into timm's model registry on import (DESIGN: models/).
+"""Architectures, registered into timm's model registry on import .
 
 After ``import lt_registry.models``::
 
-    timm.create_model("resnet32_cifar", num_classes=100)              # SPEC 5
+    timm.create_model("resnet32_cifar", num_classes=100)              # docs/method.md §5
     timm.create_model("resnet32_cifar", num_classes=10, head="cosine")  # LDAM's cosine head
     timm.create_model("resnet10_lt", num_classes=1000)                # ImageNet-LT ResNet-10
 

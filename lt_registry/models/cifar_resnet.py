@@ -1,6 +1,6 @@
-"""CIFAR ResNets (He et al. 2016, Sec. 4.2) as timm models: ``resnet{20,32,44,56,110}_cifar`` (SPEC 5).
+"""CIFAR ResNets (He et al. 2016, Sec. 4.2) as timm models: ``resnet{20,32,44,56,110}_cifar`` (docs/method.md §5).
 
-Layout (SPEC 5): 3x3 conv 3->16, BN, ReLU; three stages of ``n`` basic blocks with 16/32/64 channels and
+Layout (docs/method.md §5): 3x3 conv 3->16, BN, ReLU; three stages of ``n`` basic blocks with 16/32/64 channels and
 strides 1/2/2 (depth = 6n + 2); shortcut "option A" (subsample by 2, zero-pad the new channels, no
 parameters); global average pool; a linear head, or the cosine head LDAM needs (``head='cosine'``).
 Conv and linear weights get Kaiming-normal init, as in the field's shared code (LDAM-DRW, MiSLAS, UniMix).
@@ -23,7 +23,7 @@ from torch import nn
 from timm.models import build_model_with_cfg, register_model
 from timm.models._manipulate import checkpoint_seq
 
-from ..data.transforms import CIFAR_MEAN, CIFAR_STD  # SPEC 4 constants have their home with the transforms
+from ..data.transforms import CIFAR_MEAN, CIFAR_STD  # docs/method.md §4 constants have their home with the transforms
 from .heads import CosineLinear
 
 __all__ = ["CifarResNet", "CifarBasicBlock", "CIFAR_DEPTHS"]
@@ -61,7 +61,7 @@ class _ShortcutA(nn.Module):
 
 
 class CifarBasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with ReLU, plus the option-A shortcut (SPEC 5)."""
+    """Two 3x3 conv-BN layers with ReLU, plus the option-A shortcut (docs/method.md §5)."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
@@ -92,7 +92,7 @@ def _make_head(head: str, num_features: int, num_classes: int) -> nn.Module:
 
 
 class CifarResNet(nn.Module):
-    """ResNet for 32x32 inputs with option-A shortcuts (SPEC 5).
+    """ResNet for 32x32 inputs with option-A shortcuts (docs/method.md §5).
 
     Args:
         layers: blocks per stage, e.g. ``(5, 5, 5)`` for ResNet-32.
@@ -102,7 +102,7 @@ class CifarResNet(nn.Module):
             [-1, 1], for LDAM).
         widths: channels per stage.
         global_pool: only ``'avg'`` is supported (accepted so timm's scripts can pass it).
-        drop_rate: dropout before the classifier (timm's ``--drop``); 0 in SPEC 5.
+        drop_rate: dropout before the classifier (timm's ``--drop``); 0 in docs/method.md §5.
     """
 
     def __init__(
@@ -242,29 +242,29 @@ def _create_cifar_resnet(depth: int, pretrained: bool = False, **kwargs: Any) ->
 
 @register_model
 def resnet20_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-20 for CIFAR (3 blocks per stage, option-A shortcuts; SPEC 5)."""
+    """ResNet-20 for CIFAR (3 blocks per stage, option-A shortcuts; docs/method.md §5)."""
     return _create_cifar_resnet(20, pretrained, **kwargs)
 
 
 @register_model
 def resnet32_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-32 for CIFAR (5 blocks per stage, option-A shortcuts): the model of SPEC 5."""
+    """ResNet-32 for CIFAR (5 blocks per stage, option-A shortcuts): the model of docs/method.md §5."""
     return _create_cifar_resnet(32, pretrained, **kwargs)
 
 
 @register_model
 def resnet44_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-44 for CIFAR (7 blocks per stage, option-A shortcuts; SPEC 5)."""
+    """ResNet-44 for CIFAR (7 blocks per stage, option-A shortcuts; docs/method.md §5)."""
     return _create_cifar_resnet(44, pretrained, **kwargs)
 
 
 @register_model
 def resnet56_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-56 for CIFAR (9 blocks per stage, option-A shortcuts; SPEC 5)."""
+    """ResNet-56 for CIFAR (9 blocks per stage, option-A shortcuts; docs/method.md §5)."""
     return _create_cifar_resnet(56, pretrained, **kwargs)
 
 
 @register_model
 def resnet110_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """ResNet-110 for CIFAR (18 blocks per stage, option-A shortcuts; SPEC 5)."""
+    """ResNet-110 for CIFAR (18 blocks per stage, option-A shortcuts; docs/method.md §5)."""
     return _create_cifar_resnet(110, pretrained, **kwargs)

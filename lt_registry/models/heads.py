@@ -11,7 +11,7 @@ __all__ = ["CosineLinear"]
 class CosineLinear(nn.Module):
     """Cosine classifier: ``z_c = <x / |x|, w_c / |w_c|>`` in [-1, 1].
 
-    LDAM subtracts its margins from these cosines and multiplies by its scale ``s`` (SPEC 3), so this head
+    LDAM subtracts its margins from these cosines and multiplies by its scale ``s`` (docs/method.md §3), so this head
     has no scale of its own. Same call signature and ``weight`` shape [C, D] as ``nn.Linear``.
     """
 

@@ -1,4 +1,4 @@
-"""ResNet-10 of the large-scale long-tailed benchmarks (SPEC 5, paper App. C.2), registered as ``resnet10_lt``.
+"""ResNet-10 of the large-scale long-tailed benchmarks (docs/method.md §5, paper App. C.2), registered as ``resnet10_lt``.
 
 This is the ResNet-10 of OLTR (Liu et al. 2019) and Decoupling (Kang et al. 2020) used on ImageNet-LT:
 the standard ImageNet ResNet (7x7/2 conv stem + 3x3/2 max-pool) with BasicBlocks and one block per stage,
@@ -40,5 +40,5 @@ default_cfgs: Dict[str, Dict[str, Any]] = {
 
 @register_model
 def resnet10_lt(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-10 (BasicBlock, layers [1, 1, 1, 1], ImageNet stem) for ImageNet-LT / Places-LT (SPEC 5)."""
+    """ResNet-10 (BasicBlock, layers [1, 1, 1, 1], ImageNet stem) for ImageNet-LT / Places-LT (docs/method.md §5)."""
     return build_model_with_cfg(ResNet, "resnet10_lt", pretrained, **dict(RESNET10_LT_ARGS, **kwargs))
