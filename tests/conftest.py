@@ -1,12 +1,19 @@
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+TRAIN = RECIPES / "train.py"
+#: a 2-epoch run of the smallest CIFAR ResNet on the embedded digits (seconds on a CPU)
+TINY_TRAIN = ["--model", "resnet20_cifar", "--epochs", "2", "-b", "64", "--workers", "0", "--no-progress",
+              "--eval-interval", "1"]
 
 
 def load_recipe(name: str):
@@ -64,3 +71,27 @@ def fake_grid(root: Path):
             (runs / c.name / "metrics.json").write_text(json.dumps(fake_metrics(v, ece=20.0 - c.seed * 2)))
     records = {"cifar10_lt-r100-unimix-ce-s1": {"status": "failed", "error": "error: CUDA out of memory", "wall_s": 3.0}}
     return cells, runs, records
+
+
+def run_train(output, *args, name: str = "run", check: bool = True, timeout: int = 600):
+    """``recipes/train.py --output OUTPUT --experiment NAME ARGS`` in a child process (offline, 2 threads)."""
+    cmd = [sys.executable, str(TRAIN), "--output", str(output), "--experiment", name, *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=offline_env(OMP_NUM_THREADS="2"),
+                       cwd=ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"train.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+#: the shared finished run: 4 epochs of resnet20_cifar on digits_lt with the Bayias loss
+TINY_RUN_ARGS = ["--model", "resnet20_cifar", "--epochs", "4", "-b", "64", "--workers", "0", "--no-progress",
+                 "--loss", "bayias"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run folder (:data:`TINY_RUN_ARGS`), trained once per pytest session; copy it before changing it."""
+    run = tmp_path_factory.getbasetemp() / "shared_tiny_run" / "run"
+    if not (run / "README.md").is_file():
+        run_train(run.parent, *TINY_RUN_ARGS, name="run")
+    return run

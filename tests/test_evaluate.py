@@ -8,13 +8,6 @@ import pytest
 import torch
 
 from conftest import load_recipe
-from test_hub import train_tiny_run
-
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from lt_registry import create_sampler
 from lt_registry.data import CIFAR_MEAN, CIFAR_STD, CifarTestTransform, CifarTrainTransform, TensorImageDataset
 from lt_registry.data.device_loader import DeviceTensorLoader, fits_on_device
 
-from test_train_recipe import TINY, run_train
+from conftest import TINY_TRAIN as TINY, offline_env, run_train
 
 
 def _coded_dataset(n, transform):
@@ -133,9 +133,9 @@ def test_fast_path_run_resumes_to_the_same_weights(tmp_path):
     run_train(tmp_path, *common, "--epochs", "1", name="split")
     import subprocess
     import sys
-    from test_train_recipe import TRAIN, ROOT, _env
+    from conftest import ROOT, TRAIN
     p = subprocess.run([sys.executable, str(TRAIN), "--resume", str(tmp_path / "split"), "--epochs", "2"],
-                       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+                       capture_output=True, text=True, env=offline_env(OMP_NUM_THREADS="2"), cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "split" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

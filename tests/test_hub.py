@@ -21,27 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "recipes" / "train.py"
 PUSH = ROOT / "recipes" / "push_to_hub.py"
 TOKEN = "hf_test_secret_token_9f3c"
-TINY = ["--model", "resnet20_cifar", "--epochs", "4", "-b", "64", "--workers", "0", "--no-progress",
-        "--loss", "bayias"]
-
-
-# ---- a tiny trained run, shared by this module and test_evaluate.py (trained once per session) ----------
-def train_tiny_run(tmp_path_factory) -> Path:
-    """A finished run folder (4 epochs of resnet20_cifar on the embedded digits_lt, Bayias loss). Built once
-    per pytest session under its base temp folder; callers copy it before changing anything."""
-    run = tmp_path_factory.getbasetemp() / "shared_tiny_run" / "run"
-    if not (run / "README.md").is_file():
-        env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-        env.pop("HF_TOKEN", None)
-        cmd = [sys.executable, str(TRAIN), "--output", str(run.parent), "--experiment", "run", *TINY]
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-        assert p.returncode == 0, f"train.py failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
-    return run
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory)
+from conftest import TINY_RUN_ARGS as TINY
 
 
 def _copy_run(run: Path, dst: Path, checkpoints: bool = True) -> Path:

@@ -11,28 +11,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import TINY_TRAIN, offline_env, run_train
 from lt_registry.config import RunError
 from lt_registry.schedule import lr_at_epoch, resolve_schedule, spec_lr_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "recipes" / "train.py"
 SHARED = ROOT.parent / "shared" / "data"
-TINY = ["--model", "resnet20_cifar", "--epochs", "2", "-b", "64", "--workers", "0", "--no-progress",
-        "--eval-interval", "1"]
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    env.pop("HF_TOKEN", None)
-    return env
-
-
-def run_train(tmp_path, *args, name="run", check=True, timeout=600):
-    cmd = [sys.executable, str(TRAIN), "--output", str(tmp_path), "--experiment", name, *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT)
-    if check and p.returncode != 0:
-        raise AssertionError(f"train.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
+TINY = TINY_TRAIN
 
 
 def test_spec_lr_schedule_through_timm_matches_spec5():
@@ -203,7 +189,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     args = [*TINY, "--epochs", "4", "--mix", "unimix", "--loss", "bayias", "--eval-interval", "0"]
     run_train(tmp_path, *args, name="straight")
     cmd = [sys.executable, str(TRAIN), "--output", str(tmp_path), "--experiment", "killed", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=offline_env(OMP_NUM_THREADS="2"), cwd=ROOT)
     latest = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -215,7 +201,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (tmp_path / "killed" / "model.safetensors").exists()
     p = subprocess.run([sys.executable, str(TRAIN), "--resume", str(tmp_path / "killed")], capture_output=True,
-                       text=True, env=_env(), cwd=ROOT, timeout=600)
+                       text=True, env=offline_env(OMP_NUM_THREADS="2"), cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resumed" in p.stdout
     a, b = _weights(tmp_path / "straight" / "model.safetensors"), _weights(tmp_path / "killed" / "model.safetensors")
@@ -238,7 +224,7 @@ def test_two_process_run_counts_every_test_sample_once(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
            str(TRAIN), "--output", str(tmp_path), "--experiment", "ddp", *TINY, "--mix", "unimix", "--loss", "bayias"]
-    env = _env()
+    env = offline_env(OMP_NUM_THREADS="2")
     env["CUDA_VISIBLE_DEVICES"] = ""
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
