@@ -278,3 +278,14 @@ def push_to_hub(run_dir: PathLike, repo_id: str, *, private: bool = False, token
     except _network_errors() as e:
         raise HubError(f"Hub unreachable at {_endpoint()} ({type(e).__name__}); nothing was pushed") from None
     return str(url)
+
+
+_MOVED = {"build_model_card": "lt_registry.card", "write_model_card": "lt_registry.card",
+          "CARD_TEMPLATE": "lt_registry.card", "save_model_folder": "lt_registry.run",
+          "assumed_test_prior": "lt_registry.losses"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(f"lt_registry.hub.{name} moved to {_MOVED[name]}.{name}; import it from there")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,3 +127,16 @@ def finalize_run(run_dir: PathLike, model: torch.nn.Module, logits: torch.Tensor
     save_model_folder(model, run_dir, lt_block)
     write_model_card(run_dir)
     return metrics
+
+
+_MOVED = {"RunError": "lt_registry.config", "read_yaml_mapping": "lt_registry.config",
+          "user_input_errors": "lt_registry.config", "resolve_schedule": "lt_registry.schedule",
+          "build_model": "lt_registry.models.factory", "check_model_classes": "lt_registry.models.factory",
+          "describe_versions": "lt_registry.provenance", "peak_memory": "lt_registry.provenance",
+          "final_metrics": "lt_registry.metrics (report_metrics)", "PERCENT_KEYS": "lt_registry.metrics.table (METRICS)"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(f"lt_registry.run.{name} moved to {_MOVED[name]}; import it from there")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -181,3 +181,14 @@ def test_a_loss_and_a_mixer_registered_outside_reach_the_grid_report_and_card(tm
     md = results_markdown(collect_results(cells, tmp_path))  # the grid's table: label, paper order
     assert "| Mixer \\ Loss | CE | OutsideCE |" in md
     assert md.index("| None |") < md.index("| OutsideMix |")
+
+
+@pytest.mark.parametrize("old, new", [("lt_registry.hub.build_model_card", "lt_registry.card"),
+                                      ("lt_registry.run.resolve_schedule", "lt_registry.schedule"),
+                                      ("lt_registry.run.build_model", "lt_registry.models.factory")])
+def test_a_moved_name_says_where_it_went(old, new):
+    import importlib
+
+    module, name = old.rsplit(".", 1)
+    with pytest.raises(AttributeError, match=f"moved to {new}"):
+        getattr(importlib.import_module(module), name)
