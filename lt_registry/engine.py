@@ -18,7 +18,18 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["NonFiniteLossError", "TrainState", "train_one_epoch", "evaluate", "CheckpointManager"]
+__all__ = ["NonFiniteLossError", "TrainState", "train_one_epoch", "evaluate", "CheckpointManager", "build_optimizer"]
+
+
+def build_optimizer(model: nn.Module, args: Any) -> torch.optim.Optimizer:
+    """timm's ``create_optimizer_v2`` from the recipe's options (``opt``, ``lr``, ``weight_decay``, ``momentum``,
+    ``wd_norm_bias``). The paper's protocol (docs/method.md §5) is ``opt: momentum`` (classical momentum; timm's
+    ``sgd`` is Nesterov) with ``wd_norm_bias: true`` (weight decay on every parameter, as
+    ``torch.optim.SGD(model.parameters(), ...)``); timm's convention exempts normalisation and bias parameters."""
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(model, args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+                               filter_bias_and_bn=not args.wd_norm_bias)
 
 
 class NonFiniteLossError(RuntimeError):

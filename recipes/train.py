@@ -45,7 +45,8 @@ def training_function(args: argparse.Namespace) -> int:
 
     from lt_registry.data import build_dataset, is_dataset, list_datasets
     from lt_registry.data.device_loader import DeviceTensorLoader, fits_on_device
-    from lt_registry.engine import CheckpointManager, NonFiniteLossError, TrainState, evaluate, train_one_epoch
+    from lt_registry.engine import (CheckpointManager, NonFiniteLossError, TrainState, build_optimizer, evaluate,
+                                    train_one_epoch)
 
     # validate names before anything expensive
     for kind, name, ok, avail in (("dataset", args.dataset, is_dataset, list_datasets),
@@ -135,9 +136,7 @@ def training_function(args: argparse.Namespace) -> int:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    from timm.optim import create_optimizer_v2
-    optimizer = create_optimizer_v2(model, args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
-                                    filter_bias_and_bn=not args.wd_norm_bias)
+    optimizer = build_optimizer(model, args)
     scheduler = spec_lr_scheduler(optimizer, epochs=args.epochs, lr=args.lr, warmup_epochs=sched["warmup_epochs"],
                                   milestones=tuple(sched["decay_milestones"]), decay_rate=args.decay_rate)
     model, optimizer = accelerator.prepare(model, optimizer)
