@@ -169,10 +169,17 @@ def test_a_loss_and_a_mixer_registered_outside_reach_the_grid_report_and_card(tm
 
     train = load_recipe("train")
     cells = [make_cell("digits_lt", None, "none", "ce", 0), make_cell("digits_lt", None, "outside_mix", "outside_ce", 0)]
-    for c in cells:
-        rc = train.main(["--output", str(tmp_path), "--experiment", c.name, "--model", "resnet20_cifar", "--epochs",
-                         "1", "-b", "64", "--workers", "0", "--no-progress", "--mix", c.mix.name, "--loss", c.loss.name])
-        assert rc == 0
+    from accelerate.state import AcceleratorState, GradientState
+
+    try:  # in this process, so that the outside registrations are seen
+        for c in cells:
+            rc = train.main(["--output", str(tmp_path), "--experiment", c.name, "--model", "resnet20_cifar", "--epochs",
+                             "1", "-b", "64", "--workers", "0", "--no-progress", "--mix", c.mix.name, "--loss",
+                             c.loss.name])
+            assert rc == 0
+    finally:  # accelerate's process-wide state would leak into later (forked, multi-process) tests
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     run = tmp_path / cells[1].name
     assert (run / "calibration" / "reliability.png").is_file() and (run / "per_class.png").is_file()  # the report
     card = (run / "README.md").read_text()
