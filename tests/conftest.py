@@ -95,3 +95,19 @@ def tiny_run(tmp_path_factory) -> Path:
     if not (run / "README.md").is_file():
         run_train(run.parent, *TINY_RUN_ARGS, name="run")
     return run
+
+
+@pytest.fixture
+def outside_components():
+    """A loss (``outside_ce``: CE under another name, label "OutsideCE", table order 4.5, between LA and Bayias) and
+    a mixer (``outside_mix``: mixup, label "OutsideMix", order 0.5, after None) registered from outside the package,
+    as a user would; removed again afterwards."""
+    from lt_registry import LOSSES, MIXERS, register_loss, register_mixer
+    from lt_registry.losses import CrossEntropy
+    from lt_registry.mixers.standard import Mixup
+
+    register_loss("outside_ce", label="OutsideCE", order=4.5)(type("OutsideCE", (CrossEntropy,), {}))
+    register_mixer("outside_mix", label="OutsideMix", order=0.5)(type("OutsideMix", (Mixup,), {}))
+    yield
+    LOSSES._entries.pop("outside_ce")
+    MIXERS._entries.pop("outside_mix")

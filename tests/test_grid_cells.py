@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lt_registry import LOSSES, MIXERS, register_loss, register_mixer
+from lt_registry import LOSSES, MIXERS
 from lt_registry.grid import cells as C
 from lt_registry.grid.cells import (Cell, GridError, LossSpec, MixSpec, canonical_order, cell_from_run_dir,
                                     cell_matches, expand_grid, make_cell)
@@ -97,21 +97,11 @@ def test_cells_from_run_folders_in_the_registries_order(tmp_path):
         ("none", "ce"), ("none", "bayias"), ("mixup", "la"), ("unimix", "ce"), ("unimix:official", "ce")]
 
 
-@pytest.fixture
-def outside_components():
-    """A loss and a mixer registered from outside the package, with a label and a table order."""
-    register_loss("gridtest_loss", label="GridLoss", order=4.5)(lambda class_counts=None: None)
-    register_mixer("gridtest_mix", label="GridMix", order=0.5)(lambda class_counts=None: None)
-    yield
-    LOSSES._entries.pop("gridtest_loss")
-    MIXERS._entries.pop("gridtest_mix")
-
-
 def test_a_component_registered_outside_sorts_and_labels_itself(outside_components):
-    cells = expand_grid(["unimix", "gridtest_mix", "none"], ["bayias", "gridtest_loss", "ce"], ["digits_lt"])
+    cells = expand_grid(["unimix", "outside_mix", "none"], ["bayias", "outside_ce", "ce"], ["digits_lt"])
     ordered = canonical_order(cells)
-    assert [c.mix.label for c in ordered][::3] == ["None", "GridMix", "UniMix"]
-    assert [c.loss.label for c in ordered][:3] == ["CE", "GridLoss", "Bayias"]
+    assert [c.mix.label for c in ordered][::3] == ["None", "OutsideMix", "UniMix"]
+    assert [c.loss.label for c in ordered][:3] == ["CE", "OutsideCE", "Bayias"]
 
 
 # ---- the grid file ----------------------------------------------------------------------------------------

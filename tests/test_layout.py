@@ -142,25 +142,6 @@ def test_layout_test_would_catch_a_cycle(tmp_path, monkeypatch):
 
 
 # ---- a component added from outside ------------------------------------------------------------------------
-@pytest.fixture
-def outside_components():
-    from lt_registry import LOSSES, MIXERS, register_loss, register_mixer
-    from lt_registry.losses import CrossEntropy
-    from lt_registry.mixers.standard import Mixup
-
-    @register_loss("outside_ce", label="OutsideCE", order=9)
-    class OutsideCE(CrossEntropy):
-        """CE under another name: a user's loss, registered from outside the package."""
-
-    @register_mixer("outside_mix", label="OutsideMix", order=7)
-    class OutsideMix(Mixup):
-        """mixup under another name: a user's mixer."""
-
-    yield
-    LOSSES._entries.pop("outside_ce")
-    MIXERS._entries.pop("outside_mix")
-
-
 @pytest.mark.slow
 def test_a_loss_and_a_mixer_registered_outside_reach_the_grid_report_and_card(tmp_path, outside_components):
     from conftest import load_recipe
