@@ -45,7 +45,10 @@ class LTDataset:
     """A built long-tailed benchmark.
 
     Attributes:
-        train / test: ``torch.utils.data.Dataset`` s yielding ``(image, label)``.
+        train / test: ``torch.utils.data.Dataset`` s yielding ``(image, label)``; ``test`` is ``None`` for an
+            own dataset without a test split.
+        val: the validation split (docs/method.md §4.3) or ``None``: monitoring, ``--eval-metric`` selection and
+            post-hoc calibration read it, never ``test``.
         class_counts: training images per class (the input of :class:`~lt_registry.ClassPrior`).
         num_classes / class_names: the label space.
         name: registry name; imb_factor: rho of the training set (``None`` for list-file sets, whose
@@ -55,13 +58,28 @@ class LTDataset:
     """
 
     train: Dataset
-    test: Dataset
+    test: Optional[Dataset]
     class_counts: List[int]
     num_classes: int
     class_names: List[str]
     name: str = ""
     imb_factor: Optional[float] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    val: Optional[Dataset] = None
+
+    def splits(self) -> Dict[str, Dataset]:
+        """The splits that exist, by name: ``train``, then ``val`` and ``test`` where present."""
+        return {k: v for k, v in (("train", self.train), ("val", self.val), ("test", self.test)) if v is not None}
+
+    def set_transforms(self, train: Transform = None, eval: Transform = None) -> None:
+        """Replace the per-sample transforms: ``train`` on the training split, ``eval`` on validation and test
+        (the recipe builds them with timm's data config once the model exists)."""
+        if train is not None:
+            self.train.transform = train
+        if eval is not None:
+            for d in (self.val, self.test):
+                if d is not None:
+                    d.transform = eval
 
 
 def list_datasets(filter: str = "") -> List[str]:
