@@ -68,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "list files + image root); Hub download when absent for CIFAR")
     g.add_argument("--imb-factor", type=float, default=None, help="training imbalance rho = n_max / n_min")
     g.add_argument("--test-imb-factor", type=float, default=None, help="imbalanced test set rho' (docs/method.md §2)")
+    g.add_argument("--train-split", default="train", help="own data: training split (folder name / dataset split)")
+    g.add_argument("--val-split", default=None,
+                   help="own data: validation split (default: 'val' or 'validation' when present, else a hold-out)")
+    g.add_argument("--test-split", default=None, help="own data: test split (default: 'test' when present)")
+    g.add_argument("--val-fraction", type=float, default=None,
+                   help="own data without a validation split: stratified hold-out share of each class (builder "
+                        "default 0.1; docs/method.md §4.3)")
+    g.add_argument("--train-list", default=None, help="--dataset csv: 'path,label' file of the training images")
+    g.add_argument("--val-list", default=None, help="--dataset csv: validation list")
+    g.add_argument("--test-list", default=None, help="--dataset csv: test list")
+    g.add_argument("--input-key", default=None, help="--dataset hfds/...: image column (default: the Image feature)")
+    g.add_argument("--target-key", default=None, help="--dataset hfds/...: label column (default: the ClassLabel)")
+    g.add_argument("--prior-smoothing", type=float, default=0.0,
+                   help="pseudo-count added to every class's training count (allows classes with no training image)")
     g.add_argument("--sampler", default="random", help=f"training sampler: {', '.join(list_samplers())}")
     g.add_argument("--drs-epoch", type=int, default=None, help="with --sampler drs: epoch of the switch")
     g.add_argument("-j", "--workers", type=int, default=2, help="data loading workers per process")
@@ -80,6 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier head; auto = cosine for LDAM, linear otherwise")
     g.add_argument("--num-classes", type=int, default=None, help="checked against the dataset when given")
     g.add_argument("--model-kwargs", nargs="*", default=[], metavar="K=V", help="extra timm.create_model kwargs")
+    g.add_argument("--pretrained", action="store_true", help="start from the model's pretrained timm weights "
+                                                              "(the classifier is reset to the dataset's classes)")
+    g.add_argument("--pretrained-path", default=None, metavar="FILE",
+                   help="use this local file as the pretrained weights (timm's pretrained_cfg_overlay file=..., with "
+                        "the head adapted); implies --pretrained; the offline way to fine-tune")
+    g.add_argument("--initial-checkpoint", default=None, metavar="FILE",
+                   help="load these weights after building the model (a .safetensors/.pth state dict or a run "
+                        "folder); classifier weights of another class count are skipped")
+    g.add_argument("--drop", type=float, default=None, help="dropout rate before the classifier (timm drop_rate)")
+    g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (timm drop_path_rate)")
+    g.add_argument("--grad-checkpointing", action="store_true", help="gradient checkpointing (timm models that have it)")
+    g.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes")
+    g = parser.add_argument_group("input and augmentation (timm data config; own data and timm models)")
+    g.add_argument("--img-size", type=int, default=None, help="square input size (default: the model's)")
+    g.add_argument("--input-size", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                   help="input size, e.g. 3 224 224 (overrides --img-size)")
+    g.add_argument("--crop-pct", type=float, default=None, help="evaluation centre-crop fraction")
+    g.add_argument("--mean", type=float, nargs="+", default=None, metavar="MEAN", help="normalisation mean")
+    g.add_argument("--std", type=float, nargs="+", default=None, metavar="STD", help="normalisation std")
+    g.add_argument("--interpolation", default="", help="resize interpolation (default: the model's)")
+    g.add_argument("--scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="random-resized-crop scale range (timm default 0.08 1)")
+    g.add_argument("--ratio", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="random-resized-crop aspect ratio range (timm default 3/4 4/3)")
+    g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    g.add_argument("--color-jitter", type=float, default=0.4, help="colour jitter strength")
+    g.add_argument("--aa", default=None, help="AutoAugment policy, e.g. rand-m9-mstd0.5 (timm)")
+    g.add_argument("--reprob", type=float, default=0.0, help="random erasing probability")
     g = parser.add_argument_group("method")
     g.add_argument("--mix", default="none", help=f"mixer: {', '.join(list_mixers())}")
     g.add_argument("--loss", default="ce", help=f"loss: {', '.join(list_losses())}")
@@ -97,10 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=20)
     g.add_argument("-b", "--batch-size", type=int, default=64, help="per-process batch size (configs: 128)")
-    g.add_argument("--opt", default="sgd")
+    g.add_argument("--opt", default="sgd", help="timm optimizer name: sgd (Nesterov), momentum (classical), adamw, ...")
     g.add_argument("--lr", type=float, default=0.1)
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=2e-4)
+    g.add_argument("--opt-eps", type=float, default=None, help="optimizer epsilon (adaptive optimizers)")
+    g.add_argument("--opt-betas", type=float, nargs="+", default=None, help="optimizer betas")
+    g.add_argument("--opt-kwargs", nargs="*", default=[], metavar="K=V", help="extra optimizer options")
+    g.add_argument("--layer-decay", type=float, default=None, help="layer-wise LR decay (timm models that group layers)")
+    g.add_argument("--clip-grad", type=float, default=None, help="gradient clipping threshold (off when unset)")
+    g.add_argument("--clip-mode", default="norm", choices=["norm", "value", "agc"], help="gradient clipping mode")
+    g.add_argument("--grad-accum-steps", type=int, default=1, help="batches accumulated per optimizer step")
+    g.add_argument("--model-ema", action="store_true", help="keep an exponential moving average of the weights "
+                                                            "(timm ModelEmaV3); evaluated and saved as ema/")
+    g.add_argument("--model-ema-decay", type=float, default=0.9998)
+    g.add_argument("--sched", default="multistep",
+                   help="LR schedule: multistep (the paper's: warmup then x decay-rate at the milestones), or timm's "
+                        "cosine, step, poly, plateau, tanh, ...")
+    g.add_argument("--min-lr", type=float, default=0.0, help="LR floor of cosine/poly/tanh schedules")
+    g.add_argument("--warmup-lr", type=float, default=None,
+                   help="LR at the start of warmup (default: lr / warmup-epochs, the paper's linear warmup)")
+    g.add_argument("--decay-epochs", type=float, default=None, help="--sched step: epochs between decays")
     g.add_argument("--wd-norm-bias", default=False, action=argparse.BooleanOptionalAction,
                    help="weight decay on normalisation and bias parameters too, as plain torch SGD and the paper's "
                         "released code do (default: off, timm's create_optimizer_v2 convention)")
@@ -117,7 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", default="output/train", help="parent folder of run folders")
     g.add_argument("--experiment", default="", help="run folder name (default: time-dataset-mix-loss)")
     g.add_argument("--resume", default="", help="run folder to continue (its train_args.yaml is the base config)")
-    g.add_argument("--eval-interval", type=int, default=10, help="epochs between monitoring evaluations (0: last only)")
+    g.add_argument("--eval-interval", type=int, default=10,
+                   help="epochs between validation evaluations (0: last epoch only); the test split is read once, "
+                        "after training")
+    g.add_argument("--eval-metric", default="top1",
+                   help="validation metric that picks the best checkpoint (best/): top1, ece, nll, brier, ...; "
+                        "lower-is-better metrics are minimised")
     g.add_argument("--checkpoint-keep", type=int, default=1)
     g.add_argument("--log-with", default=None, help="accelerate tracker(s): tensorboard, wandb, ... or 'all'")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -18,18 +18,29 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["NonFiniteLossError", "TrainState", "train_one_epoch", "evaluate", "CheckpointManager", "build_optimizer"]
+__all__ = ["NonFiniteLossError", "TrainState", "train_one_epoch", "evaluate", "CheckpointManager", "build_optimizer",
+           "clip_gradients"]
 
 
 def build_optimizer(model: nn.Module, args: Any) -> torch.optim.Optimizer:
     """timm's ``create_optimizer_v2`` from the recipe's options (``opt``, ``lr``, ``weight_decay``, ``momentum``,
-    ``wd_norm_bias``). The paper's protocol (docs/method.md §5) is ``opt: momentum`` (classical momentum; timm's
-    ``sgd`` is Nesterov) with ``wd_norm_bias: true`` (weight decay on every parameter, as
-    ``torch.optim.SGD(model.parameters(), ...)``); timm's convention exempts normalisation and bias parameters."""
+    ``wd_norm_bias``, and timm's ``opt_eps``, ``opt_betas``, ``opt_kwargs``, ``layer_decay``). The paper's protocol
+    (docs/method.md §5) is ``opt: momentum`` (classical momentum; timm's ``sgd`` is Nesterov) with
+    ``wd_norm_bias: true`` (weight decay on every parameter, as ``torch.optim.SGD(model.parameters(), ...)``);
+    timm's convention exempts normalisation and bias parameters. ``layer_decay`` scales each layer group's LR by
+    ``layer_decay ** (depth from the head)`` (timm's grouping of the model)."""
     from timm.optim import create_optimizer_v2
 
+    kw: Dict[str, Any] = {}
+    if getattr(args, "opt_eps", None) is not None:
+        kw["eps"] = args.opt_eps
+    if getattr(args, "opt_betas", None):
+        kw["betas"] = tuple(args.opt_betas)
+    kw.update(getattr(args, "opt_kwargs_parsed", None) or {})
+    if getattr(args, "layer_decay", None) is not None:
+        kw["layer_decay"] = args.layer_decay
     return create_optimizer_v2(model, args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
-                               filter_bias_and_bn=not args.wd_norm_bias)
+                               filter_bias_and_bn=not args.wd_norm_bias, **kw)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,16 +55,22 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class TrainState:
     """What a resumed run needs beyond model/optimizer/scheduler/RNG (saved through accelerate):
-    the next epoch, the per-epoch log, the device generators (mixing, on-device augmentation) and the wall time
-    spent so far (summed over the processes' lifetimes, so a resumed run reports its whole training time)."""
+    the next epoch, the per-epoch log, the device generators (mixing, on-device augmentation), the wall time
+    spent so far (summed over the processes' lifetimes, so a resumed run reports its whole training time) and the
+    best validation score so far (``best_epoch`` -1: none yet; the weights are in the run's ``best/``)."""
 
     epoch: int = 0  # next epoch to run (0-indexed)
     history: List[Dict[str, Any]] = field(default_factory=list)
     generators: Dict[str, torch.Generator] = field(default_factory=dict)
     elapsed_s: float = 0.0  # wall time of the finished epochs, over every segment of a resumed run
+    best_epoch: int = -1
+    best_value: float = float("nan")
+    optimizer_steps: int = 0
 
     def state_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"epoch": self.epoch, "history": json.dumps(self.history), "elapsed_s": self.elapsed_s}
+        d: Dict[str, Any] = {"epoch": self.epoch, "history": json.dumps(self.history), "elapsed_s": self.elapsed_s,
+                             "best_epoch": self.best_epoch, "best_value": self.best_value,
+                             "optimizer_steps": self.optimizer_steps}
         for name, g in self.generators.items():
             d[f"generator.{name}"] = g.get_state()
         return d
@@ -62,9 +79,18 @@ class TrainState:
         self.epoch = int(d["epoch"])
         self.history = json.loads(d["history"])
         self.elapsed_s = float(d.get("elapsed_s", 0.0))  # absent in checkpoints written before it existed
+        self.best_epoch = int(d.get("best_epoch", -1))
+        self.best_value = float(d.get("best_value", float("nan")))
+        self.optimizer_steps = int(d.get("optimizer_steps", 0))
         for name, g in self.generators.items():
             if f"generator.{name}" in d:
                 g.set_state(d[f"generator.{name}"].cpu())
+
+    def is_better(self, value: float, lower_is_better: bool) -> bool:
+        """Whether ``value`` beats the best validation score so far (the first score always does)."""
+        if self.best_epoch < 0 or self.best_value != self.best_value:
+            return True
+        return value < self.best_value if lower_is_better else value > self.best_value
 
 
 def _cycle(loader: Any, epoch: int) -> Iterator[Any]:
@@ -78,19 +104,56 @@ def _cycle(loader: Any, epoch: int) -> Iterator[Any]:
         n += 1
 
 
+def clip_gradients(model: nn.Module, accelerator: Any, clip_grad: Optional[float], mode: str = "norm") -> None:
+    """timm's ``--clip-grad`` / ``--clip-mode``: ``norm`` rescales the gradient so that its global L2 norm is at
+    most ``clip_grad``; ``value`` clamps every entry to ``[-clip_grad, clip_grad]``; ``agc`` is adaptive gradient
+    clipping (Brock et al. 2021) with clip factor ``clip_grad``. Through accelerate, so fp16 gradients are
+    unscaled first."""
+    if clip_grad is None:
+        return
+    params = [p for p in model.parameters() if p.grad is not None]
+    if mode == "norm":
+        accelerator.clip_grad_norm_(params, clip_grad)
+    elif mode == "value":
+        accelerator.clip_grad_value_(params, clip_grad)
+    elif mode == "agc":
+        from timm.utils import adaptive_clip_grad
+        accelerator.unscale_gradients()
+        adaptive_clip_grad(params, clip_grad)
+    else:
+        raise ValueError(f"clip mode must be norm, value or agc, got {mode!r}")
+
+
 def train_one_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     accelerator: Any, *, epoch: int, mixer: Optional[Callable] = None, partner_loader: Any = None,
                     generator: Optional[torch.Generator] = None, check_every: int = 50,
-                    progress: bool = False, batch_transform: Optional[Callable] = None) -> Dict[str, float]:
+                    progress: bool = False, batch_transform: Optional[Callable] = None, accum_steps: int = 1,
+                    clip_grad: Optional[float] = None, clip_mode: str = "norm", ema: Any = None,
+                    state: Any = None) -> Dict[str, float]:
     """One epoch. ``mixer=None`` trains on plain labels. ``partner_loader`` supplies the dataset-level
     UniMix partners (paper Algorithm 1). ``batch_transform(x) -> x`` runs on the device before mixing
-    (the fast path's augmentation). Returns the mean loss and the number of samples (all processes)."""
+    (the fast path's augmentation).
+
+    ``accum_steps`` batches are accumulated per optimizer step (each batch's loss divided by the number of
+    batches in its group, so ``k`` batches of ``B`` give the gradient of one batch of ``k * B`` when the loss is a
+    mean; the epoch's last group may be shorter and is divided by its own size, as in timm). ``clip_grad`` /
+    ``clip_mode``: :func:`clip_gradients` before each step. ``ema``: a timm ``ModelEmaV3`` updated after each
+    optimizer step. ``state`` (a :class:`TrainState`) counts the optimizer steps. Returns the mean loss and the
+    number of samples (all processes)."""
+    import contextlib
+
     model.train()
     device = accelerator.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     seen = torch.zeros((), device=device, dtype=torch.float64)
     bad_step = torch.full((), -1, device=device, dtype=torch.long)
     partners = _cycle(partner_loader, epoch) if partner_loader is not None else None
+    accum_steps = max(int(accum_steps), 1)
+    try:
+        n_batches = len(loader)
+    except TypeError:
+        n_batches = None
+    last_group = (n_batches - n_batches % accum_steps) if (n_batches and accum_steps > 1) else None
     it = loader
     if progress:
         from tqdm.auto import tqdm
@@ -109,18 +172,34 @@ def train_one_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, optimizer
                     x2 = batch_transform(x2)
                 partner = (x2[: x.shape[0]], y2[: y.shape[0]])
             x, target = mixer(x, y, partner=partner, generator=generator)
-        with accelerator.autocast():
-            logits = model(x)
-        loss = loss_fn(logits.float(), target)
-        finite = torch.isfinite(loss.detach())
-        bad_step = torch.where(~finite & (bad_step < 0), torch.full_like(bad_step, step), bad_step)
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        group = accum_steps
+        if last_group is not None and step >= last_group:
+            group = n_batches - last_group
+        update = accum_steps == 1 or (step + 1) % accum_steps == 0 or (n_batches is not None and step + 1 == n_batches)
+        sync = contextlib.nullcontext() if update or accelerator.num_processes == 1 else accelerator.no_sync(model)
+        with sync:
+            with accelerator.autocast():
+                logits = model(x)
+            loss = loss_fn(logits.float(), target)
+            finite = torch.isfinite(loss.detach())
+            bad_step = torch.where(~finite & (bad_step < 0), torch.full_like(bad_step, step), bad_step)
+            accelerator.backward(loss / group if group > 1 else loss)
+        if update:
+            clip_gradients(model, accelerator, clip_grad, clip_mode)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if state is not None:
+                state.optimizer_steps += 1
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model), step=state.optimizer_steps if state is not None else None)
         loss_sum += loss.detach().double() * y.shape[0]
         seen += y.shape[0]
         if check_every and (step + 1) % check_every == 0:
             _raise_if_bad(accelerator, bad_step, loss_sum, epoch)
+    if accum_steps > 1 and n_batches is None and (step + 1) % accum_steps:  # unsized loader: step on what is left
+        clip_gradients(model, accelerator, clip_grad, clip_mode)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     _raise_if_bad(accelerator, bad_step, loss_sum, epoch)
     total = accelerator.reduce(torch.stack([loss_sum, seen]), reduction="sum")
     return {"train_loss": float(total[0] / total[1].clamp_min(1)), "train_samples": int(total[1]),

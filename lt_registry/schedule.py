@@ -13,7 +13,7 @@ import torch
 
 from .mixers.unimix import UNIMIX_PRESETS
 
-__all__ = ["resolve_schedule", "lr_at_epoch", "spec_lr_scheduler", "scale_epoch"]
+__all__ = ["resolve_schedule", "lr_at_epoch", "spec_lr_scheduler", "build_lr_scheduler", "scale_epoch"]
 
 
 def scale_epoch(epochs: int, at_200: int) -> int:
@@ -69,4 +69,35 @@ def spec_lr_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, lr: floa
         optimizer, sched="multistep", num_epochs=epochs, decay_milestones=[m + 1 for m in milestones], decay_rate=decay_rate,
         warmup_epochs=max(warmup_epochs - 1, 0), warmup_lr=lr / max(warmup_epochs, 1), warmup_prefix=False,
         min_lr=0.0, step_on_epochs=True)
+    return sched
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: Any, schedule: Dict[str, Any]):
+    """The run's LR scheduler, stepped once per epoch: ``--sched multistep`` (the default) is the paper's
+    schedule (:func:`spec_lr_scheduler`, docs/method.md §5) unless ``--warmup-lr`` / ``--min-lr`` change it; any
+    other ``--sched`` (``cosine``, ``step``, ``poly``, ``tanh``, ``plateau``, ...) is timm's
+    ``create_scheduler_v2`` with ``--epochs``, ``--warmup-epochs``, ``--warmup-lr``, ``--min-lr``,
+    ``--decay-epochs``, ``--decay-rate`` and the schedule's milestones."""
+    from timm.scheduler import create_scheduler_v2
+
+    name = getattr(args, "sched", "multistep") or "multistep"
+    warmup = int(schedule["warmup_epochs"])
+    warmup_lr = getattr(args, "warmup_lr", None)
+    min_lr = float(getattr(args, "min_lr", 0.0) or 0.0)
+    if name == "multistep" and warmup_lr is None and min_lr == 0.0:
+        return spec_lr_scheduler(optimizer, epochs=args.epochs, lr=args.lr, warmup_epochs=warmup,
+                                 milestones=tuple(schedule["decay_milestones"]), decay_rate=schedule["decay_rate"])
+    decay_epochs = getattr(args, "decay_epochs", None)
+    try:
+        sched, _ = create_scheduler_v2(
+            optimizer, sched=name, num_epochs=int(args.epochs),
+            decay_epochs=decay_epochs if decay_epochs is not None else max(1, int(args.epochs) // 3),
+            decay_milestones=[m + 1 for m in schedule["decay_milestones"]], decay_rate=schedule["decay_rate"],
+            min_lr=min_lr, warmup_lr=warmup_lr if warmup_lr is not None else args.lr / max(warmup, 1),
+            warmup_epochs=warmup, step_on_epochs=True)
+    except (AssertionError, ValueError, KeyError) as e:
+        raise ValueError(f"--sched {name!r} could not be built by timm ({e}); timm's schedules: cosine, tanh, step, "
+                         "multistep, plateau, poly") from None
+    if sched is None:
+        raise ValueError(f"unknown --sched {name!r}; timm's schedules: cosine, tanh, step, multistep, plateau, poly")
     return sched

@@ -19,6 +19,7 @@ per-bin table), ``confusion.png``, ``README.md`` (model card) and ``checkpoints/
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -35,7 +36,58 @@ from lt_registry.hub import HubError
 from lt_registry.models.factory import build_model, check_model_classes
 from lt_registry.provenance import describe_versions, peak_memory
 from lt_registry.run import finalize_run, write_train_args
-from lt_registry.schedule import resolve_schedule, spec_lr_scheduler
+from lt_registry.schedule import build_lr_scheduler, resolve_schedule
+
+# ---- options handed to the dataset builders ------------------------------------------------------------------
+#: recipe option -> builder keyword; passed only when set, and refused clearly by a builder that lacks it
+_DATASET_OPTIONS = {"data_dir": "data_dir", "imb_factor": "imb_factor", "test_imb_factor": "test_imb_factor",
+                    "train_split": "train_split", "val_split": "val_split", "test_split": "test_split",
+                    "val_fraction": "val_fraction", "train_list": "train_list", "val_list": "val_list",
+                    "test_list": "test_list", "input_key": "input_key", "target_key": "target_key",
+                    "prior_smoothing": "prior_smoothing"}
+_OPTION_DEFAULTS = {"train_split": "train", "prior_smoothing": 0.0}
+
+
+def dataset_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """The dataset options the user set (unset and default ones omitted, so a builder that does not take an
+    option only hears of it when the user asked for it)."""
+    out = {}
+    for opt, kw in _DATASET_OPTIONS.items():
+        v = getattr(args, opt, None)
+        if v is None or (opt in _OPTION_DEFAULTS and v == _OPTION_DEFAULTS[opt]):
+            continue
+        out[kw] = v
+    return out
+
+
+def build_run_dataset(args: argparse.Namespace) -> Any:
+    from lt_registry.data import build_dataset
+
+    kw = dataset_kwargs(args)
+    try:
+        return build_dataset(args.dataset, **kw)
+    except TypeError as e:
+        bad = next((k for k in kw if f"'{k}'" in str(e)), None)
+        if bad is None:
+            raise
+        flag = "--" + next(o for o, k in _DATASET_OPTIONS.items() if k == bad).replace("_", "-")
+        raise RunError(f"dataset {args.dataset!r} does not take {flag}; it applies to own data (folder, csv, "
+                       "hfds/...) or the datasets whose documentation names it") from None
+
+
+def _lower_is_better(metric_key: str) -> bool:
+    from lt_registry.metrics.table import metric
+    return not metric(metric_key).higher_is_better
+
+
+def _failed_samples(dataset: Any) -> List[str]:
+    """Images a dataset could not decode during training (substituted, never fatal), if it tracks them."""
+    for attr in ("failed_paths", "failed_indices"):
+        fn = getattr(dataset, attr, None)
+        if callable(fn):
+            return [str(v) for v in fn()]
+    return []
+
 
 # ---- the training function ----------------------------------------------------------------------------
 def training_function(args: argparse.Namespace) -> int:
@@ -43,17 +95,27 @@ def training_function(args: argparse.Namespace) -> int:
     from accelerate.utils import ProjectConfiguration, set_seed
     from torch.utils.data import DataLoader
 
-    from lt_registry.data import build_dataset, is_dataset, list_datasets
+    from lt_registry.data import is_dataset, list_datasets
     from lt_registry.data.device_loader import DeviceTensorLoader, fits_on_device
+    from lt_registry.data.pipeline import configure_transforms
     from lt_registry.engine import (CheckpointManager, NonFiniteLossError, TrainState, build_optimizer, evaluate,
                                     train_one_epoch)
+    from lt_registry.metrics import report_metrics
+    from lt_registry.models.factory import load_initial_checkpoint
+    from lt_registry.run import lt_block_of_run, save_model_subfolder
 
-    # validate names before anything expensive
+    # validate names and cheap options before anything expensive
     for kind, name, ok, avail in (("dataset", args.dataset, is_dataset, list_datasets),
                                   ("mixer", args.mix, is_mixer, list_mixers), ("loss", args.loss, is_loss, list_losses),
                                   ("sampler", args.sampler, is_sampler, list_samplers)):
         if not ok(name):
-            raise RunError(f"unknown {kind} {name!r}; available: {', '.join(avail())}")
+            more = " (or hfds/<Hub id or local path> for a Hugging Face dataset)" if kind == "dataset" else ""
+            raise RunError(f"unknown {kind} {name!r}; available: {', '.join(avail())}{more}")
+    with user_input_errors():
+        lower_is_better = _lower_is_better(args.eval_metric)
+    if args.grad_accum_steps < 1:
+        raise RunError(f"--grad-accum-steps must be >= 1, got {args.grad_accum_steps}")
+    args.opt_kwargs_parsed = parse_kv(args.opt_kwargs, "--opt-kwargs")
 
     if args.push_to_hub:  # fail before training, not after it
         if not args.hub_model_id:
@@ -62,7 +124,7 @@ def training_function(args: argparse.Namespace) -> int:
         check_push_args(args.hub_model_id)
 
     run_dir = Path(args.resume) if args.resume else Path(args.output) / (args.experiment or "-".join(
-        [time.strftime("%Y%m%d-%H%M%S"), args.dataset, args.mix, args.loss]))
+        [time.strftime("%Y%m%d-%H%M%S"), args.dataset.replace("/", "_"), args.mix, args.loss]))
     # several processes on a machine without an accelerator: accelerate uses gloo only when told cpu=True
     on_cpu_only = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
     accelerator = Accelerator(cpu=on_cpu_only, mixed_precision=args.mixed_precision, log_with=args.log_with,
@@ -71,17 +133,28 @@ def training_function(args: argparse.Namespace) -> int:
     set_seed(args.seed)
 
     with user_input_errors():  # bad data, names or options: one line, no traceback
-        ds = build_dataset(args.dataset, data_dir=args.data_dir, imb_factor=args.imb_factor,
-                           test_imb_factor=args.test_imb_factor)
-        prior = ClassPrior(ds.class_counts)
+        ds = build_run_dataset(args)
+        prior = ClassPrior(ds.class_counts, smoothing=args.prior_smoothing)
         C = ds.num_classes
         if args.num_classes is not None and args.num_classes != C:
             raise RunError(f"--num-classes {args.num_classes} disagrees with dataset {args.dataset!r}, which has {C} "
                            "classes; drop the flag or pick the matching dataset")
         sched = resolve_schedule(args)
         head = ("cosine" if args.loss == "ldam" else "linear") if args.head == "auto" else args.head
-        model = build_model(args.model, C, head=head, **parse_kv(args.model_kwargs, "--model-kwargs"))
+        model = build_model(args.model, C, head=head, pretrained=args.pretrained, pretrained_path=args.pretrained_path,
+                            drop_rate=args.drop, drop_path_rate=args.drop_path,
+                            **parse_kv(args.model_kwargs, "--model-kwargs"))
         check_model_classes(model, C, args.model)
+        if args.initial_checkpoint and not args.resume:
+            info = load_initial_checkpoint(model, args.initial_checkpoint)
+            say(f"initial checkpoint {args.initial_checkpoint}: {info['loaded']} tensors loaded"
+                + (f", {len(info['skipped'])} skipped for their shape ({', '.join(info['skipped'][:4])})"
+                   if info["skipped"] else ""))
+        if args.grad_checkpointing:
+            if not hasattr(model, "set_grad_checkpointing"):
+                raise RunError(f"model {args.model!r} has no gradient checkpointing (timm's set_grad_checkpointing)")
+            model.set_grad_checkpointing(True)
+        data_config = configure_transforms(args, model, ds)
 
         mixer_opts = parse_kv(args.mixer_kwargs, "--mixer-kwargs")
         if args.mix_alpha is not None:
@@ -110,13 +183,25 @@ def training_function(args: argparse.Namespace) -> int:
     partner_sampler = None
     if args.mix != "none" and getattr(mixer, "partner", None) == "dataset":
         partner_sampler = create_sampler("prior_power", labels=train_labels, tau=mixer.tau, seed=args.seed + 1)
+    if args.sync_bn and accelerator.num_processes > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     dev = accelerator.device
+    eval_sets = [d for d in (ds.val, ds.test) if d is not None]
     fast = args.fast_path == "on" or (args.fast_path == "auto" and dev.type == "cuda" and fits_on_device(ds.train))
-    if fast and not (fits_on_device(ds.train) and fits_on_device(ds.test)):
+    if fast and not (fits_on_device(ds.train) and all(fits_on_device(d) for d in eval_sets)):
         raise RunError(f"--fast-path on needs an in-memory dataset (CIFAR-style arrays); {args.dataset} is not")
     channels_last = fast if args.channels_last is None else args.channels_last
     generators = {"mix": torch.Generator(device=dev).manual_seed(args.seed * 1000 + accelerator.process_index)}
     eval_bs = max(args.batch_size, 256)
+
+    def eval_loader(data):  # built when first needed: the test split is read once, after training
+        if data is None:
+            return None
+        if fast:
+            return DeviceTensorLoader(data, eval_bs, dev, channels_last=channels_last, replicated=True)
+        return accelerator.prepare(DataLoader(data, batch_size=eval_bs, shuffle=False, num_workers=args.workers,
+                                              persistent_workers=False))
+
     if fast:
         def device_loader(data, smp, name):
             generators[name] = torch.Generator(device=dev).manual_seed(args.seed * 1000 + 7 + len(generators))
@@ -125,28 +210,31 @@ def training_function(args: argparse.Namespace) -> int:
                                       process_index=accelerator.process_index, channels_last=channels_last)
         train_loader = device_loader(ds.train, sampler, "aug")
         partner_loader = device_loader(ds.train, partner_sampler, "partner_aug") if partner_sampler else None
-        test_loader = DeviceTensorLoader(ds.test, eval_bs, dev, channels_last=channels_last, replicated=True)
     else:
         loader_kw = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=dev.type == "cuda",
                          persistent_workers=args.workers > 0, drop_last=False)
         train_loader = DataLoader(ds.train, sampler=sampler, **loader_kw)
         partner_loader = DataLoader(ds.train, sampler=partner_sampler, **loader_kw) if partner_sampler else None
-        test_loader = DataLoader(ds.test, batch_size=eval_bs, shuffle=False, num_workers=args.workers,
-                                 persistent_workers=args.workers > 0)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     optimizer = build_optimizer(model, args)
-    scheduler = spec_lr_scheduler(optimizer, epochs=args.epochs, lr=args.lr, warmup_epochs=sched["warmup_epochs"],
-                                  milestones=tuple(sched["decay_milestones"]), decay_rate=args.decay_rate)
+    with user_input_errors():
+        scheduler = build_lr_scheduler(optimizer, args, sched)
     model, optimizer = accelerator.prepare(model, optimizer)
     if not fast:
-        train_loader, test_loader = accelerator.prepare(train_loader, test_loader)
+        train_loader = accelerator.prepare(train_loader)
         if partner_loader is not None:
             partner_loader = accelerator.prepare(partner_loader)
+    val_loader = eval_loader(ds.val)
     if args.compile:
         model = torch.compile(model)
     loss_fn = loss_fn.to(dev)  # no parameters: nothing for DDP to wrap
+    ema = None
+    if args.model_ema:
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.model_ema_decay)
+        accelerator.register_for_checkpointing(ema)
     state = TrainState(generators=generators)
     accelerator.register_for_checkpointing(state)
     ckpt = CheckpointManager(run_dir, accelerator, keep=args.checkpoint_keep)
@@ -155,16 +243,28 @@ def training_function(args: argparse.Namespace) -> int:
         if ckpt.load_latest() is None:
             raise RunError(f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}")
         say(f"resumed {run_dir} at epoch {state.epoch}")
+    lt_block = lt_block_of_run(ds, prior, args, schedule=sched, mixer=mixer, versions=describe_versions(),
+                               data_config=data_config)
     if accelerator.is_main_process:
         write_train_args(run_dir, args)
+        val_meta = (ds.meta or {}).get("val")
+        if isinstance(val_meta, dict) and ("paths" in val_meta or "indices" in val_meta):
+            (run_dir / "val_split.json").write_text(json.dumps(val_meta, indent=1))
     if args.log_with:
         accelerator.init_trackers(run_dir.name, config={k: v for k, v in vars(args).items()
                                                         if isinstance(v, (int, float, str, bool))})
-    say(f"run folder: {run_dir}\n{args.dataset}: {len(ds.train)} train / {len(ds.test)} test images, {C} classes, "
-        f"imbalance {prior.imbalance_factor:.1f}; model {args.model} ({head} head); mixer {mixer!r}; loss {args.loss}; "
+    n_val = len(ds.val) if ds.val is not None else 0
+    n_test = len(ds.test) if ds.test is not None else 0
+    say(f"run folder: {run_dir}\n{args.dataset}: {len(ds.train)} train / {n_val} val / {n_test} test images, {C} "
+        f"classes, imbalance {prior.imbalance_factor:.1f}; input {data_config['input_size'][1]}x"
+        f"{data_config['input_size'][2]}; model {args.model} ({head} head"
+        + (", pretrained" if args.pretrained or args.pretrained_path else "") + f"); mixer {mixer!r}; loss {args.loss}; "
         f"sampler {args.sampler}; {accelerator.num_processes} process(es) on {accelerator.device}"
         + ("; fast path (data on device)" if fast else "") + (f"; {accelerator.mixed_precision}" if
                                                                accelerator.mixed_precision != "no" else ""))
+    if ds.val is None:
+        say("note: no validation split: nothing is monitored or selected during training (the test split is read "
+            "once, at the end)")
     if args.mix == "unimix":
         preset_batch = UNIMIX_PRESETS[args.preset].batch_size
         if args.batch_size * accelerator.num_processes != preset_batch:
@@ -172,6 +272,13 @@ def training_function(args: argparse.Namespace) -> int:
                 f"this run uses "
                 f"{args.batch_size * accelerator.num_processes} (--batch-size {args.batch_size} x "
                 f"{accelerator.num_processes} process(es)); pass --batch-size to match it")
+
+    scale = getattr(loss_fn, "scale", 1.0) if head == "cosine" else 1.0  # LDAM scores s * cos
+    args.logit_scale = scale
+    lt_block["logit_scale"] = float(scale)
+
+    def score(logits, labels):
+        return report_metrics(logits * scale, labels, prior)["final"]
 
     progress = not args.no_progress and accelerator.is_local_main_process
     t_start, elapsed_before = time.perf_counter(), state.elapsed_s
@@ -185,43 +292,83 @@ def training_function(args: argparse.Namespace) -> int:
             stats = train_one_epoch(model, train_loader, loss_fn, optimizer, accelerator, epoch=epoch,
                                     mixer=mixer if mixing else None,
                                     partner_loader=partner_loader if mixing else None,
-                                    generator=generators["mix"], progress=progress)
+                                    generator=generators["mix"], progress=progress,
+                                    accum_steps=args.grad_accum_steps, clip_grad=args.clip_grad,
+                                    clip_mode=args.clip_mode, ema=ema, state=state)
             row: Dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "mixing": mixing, **stats}
             last = epoch == args.epochs - 1
-            if not last and args.eval_interval and (epoch + 1) % args.eval_interval == 0:
-                logits, labels = evaluate(model, test_loader, accelerator)
-                row["test_top1_monitor"] = float((logits.argmax(1) == labels).float().mean())
+            if val_loader is not None and (last or (args.eval_interval and (epoch + 1) % args.eval_interval == 0)):
+                val = score(*evaluate(model, val_loader, accelerator))
+                row.update({f"val_{k}": val[k] for k in ("top1", "ece", "nll", "brier") if k in val})
+                value = val.get(args.eval_metric)
+                if value is not None and state.is_better(value, lower_is_better):
+                    state.best_epoch, state.best_value = epoch, float(value)
+                    if accelerator.is_main_process:
+                        save_model_subfolder(accelerator.unwrap_model(model, keep_torch_compile=False),
+                                             run_dir / "best", dict(lt_block, selected={
+                                                 "on": "val", "metric": args.eval_metric, "value": float(value),
+                                                 "epoch": epoch}), data_config)
+                    accelerator.wait_for_everyone()
             state.epoch = epoch + 1
             state.history.append(row)
             state.elapsed_s = elapsed_before + time.perf_counter() - t_start
             ckpt.save(epoch)
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch)
             say(f"epoch {epoch + 1}/{args.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.4g}"
-                + (f"  test top1 {row['test_top1_monitor'] * 100:.2f}% (monitor only)" if "test_top1_monitor" in row else "")
+                + (f"  val top1 {row['val_top1']:.2f}% ECE {row['val_ece']:.2f}%" if "val_top1" in row else "")
                 + f"  {row['epoch_time_s']:.1f}s")
     except NonFiniteLossError as e:
         kept = ckpt.latest()
         raise RunError(f"{e} Last good checkpoint: {kept if kept else 'none (failed in the first epoch)'}; "
                        f"resume with --resume {run_dir} after fixing the cause.") from None
 
-    logits, labels = evaluate(model, test_loader, accelerator)
-    args.logit_scale = getattr(loss_fn, "scale", 1.0) if head == "cosine" else 1.0  # LDAM scores s * cos
+    # ---- after training: validation numbers of the final model, then the test split, read once ----------------
+    extra: Dict[str, Any] = {}
+    final_model = accelerator.unwrap_model(model, keep_torch_compile=False)
+    if val_loader is not None:
+        extra["val"] = {k: v for k, v in score(*evaluate(model, val_loader, accelerator)).items()
+                        if k != "per_class_accuracy"}
+    test_loader = eval_loader(ds.test)
+    report_loader, evaluated_on = (test_loader, "test") if test_loader is not None else (val_loader, "val")
+    if report_loader is None:
+        raise RunError(f"dataset {args.dataset!r} has neither a validation nor a test split: nothing to evaluate")
+    logits, labels = evaluate(model, report_loader, accelerator)
+    if state.best_epoch >= 0 and (run_dir / "best" / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+        best_model = copy.deepcopy(final_model)
+        best_model.load_state_dict(load_file(str(run_dir / "best" / "model.safetensors")))
+        best = {"selected_on": "val", "metric": args.eval_metric, "value": state.best_value,
+                "epoch": state.best_epoch, "folder": "best"}
+        if test_loader is not None:
+            best["test"] = {k: v for k, v in score(*evaluate(best_model.to(dev), test_loader, accelerator)).items()
+                            if k != "per_class_accuracy"}
+        extra["best"] = best
+    if ema is not None:
+        ema_model = ema.module
+        extra["ema"] = {"decay": args.model_ema_decay, "folder": "ema",
+                        evaluated_on: {k: v for k, v in score(*evaluate(ema_model, report_loader, accelerator)).items()
+                                       if k != "per_class_accuracy"}}
+    failed = _failed_samples(ds.train)
+    extra["skipped_images"] = {"count": len(failed), "examples": failed[:20]}
     if accelerator.is_main_process:
-        finalize_run(run_dir, accelerator.unwrap_model(model, keep_torch_compile=False), logits, labels, ds, prior, args, state.history,
-                     schedule=sched, mixer=mixer, versions=describe_versions(),
+        if ema is not None:
+            save_model_subfolder(ema.module, run_dir / "ema", dict(lt_block, ema_decay=args.model_ema_decay), data_config)
+        finalize_run(run_dir, final_model, logits, labels, ds, prior, args, state.history,
+                     lt_block=lt_block, data_config=data_config, evaluated_on=evaluated_on, extra=extra,
                      resources={"wall_time_s": round(elapsed_before + time.perf_counter() - t_start, 2),
                                 "wall_time_this_process_s": round(time.perf_counter() - t_start, 2), "device": str(dev),
                                 "num_processes": accelerator.num_processes, "fast_path": fast,
                                 "mixed_precision": accelerator.mixed_precision, "resumed": bool(args.resume),
                                 **peak_memory(dev)})
-        say(f"final (epoch {args.epochs}): " + json.dumps({k: round(v, 2) for k, v in
-                                                            json.loads((run_dir / "metrics.json").read_text())["final"].items()
-                                                            if isinstance(v, float)}))
+        say(f"final (epoch {args.epochs}, {evaluated_on}): " + json.dumps(
+            {k: round(v, 2) for k, v in json.loads((run_dir / "metrics.json").read_text())["final"].items()
+             if isinstance(v, float)}))
+        if failed:
+            say(f"note: {len(failed)} training image(s) could not be decoded and were replaced by another image of "
+                f"their class; listed in metrics.json (skipped_images)")
     accelerator.wait_for_everyone()
     if args.push_to_hub and accelerator.is_main_process:
         from lt_registry.hub import push_to_hub
-        if not args.hub_model_id:
-            raise RunError("--push-to-hub needs --hub-model-id USER/NAME")
         url = push_to_hub(run_dir, args.hub_model_id, private=args.hub_private)
         say(f"pushed to {url}")
     accelerator.end_training()
