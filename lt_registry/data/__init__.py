@@ -5,14 +5,20 @@
     ds.train, ds.test, ds.class_counts   # -> [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 Names: ``cifar10_lt``, ``cifar100_lt``, ``digits_lt`` (embedded, no download), ``imagenet_lt``, ``inat2018``,
-``places_lt``.
+``places_lt``; own data (docs/method.md §4.3): ``folder`` (alias ``imagefolder``: ``ROOT/<split>/<class>/<image>``),
+``csv`` (``path,label`` lists).
 """
 from .arrays import ImageArrays, TensorImageDataset
 from .builder import (
     DATASETS, DEFAULT_IMB_FACTOR, LTDataset, build_dataset, is_dataset, list_datasets, register_dataset,
 )
 from .cifar_lt import cifar_lt_indices, load_cifar, read_image_folder
+from .csvlist import build_csv, read_csv_list
 from .embedded import load_digits_arrays
+from .hfds import HFImageDataset, build_hfds  # registers "hfds"
+from .files import IMAGE_EXTENSIONS, ImageFileDataset, load_rgb
+from .folder import build_folder, list_image_folder
+from .holdout import holdout_counts, stratified_holdout
 from .imbalanced_test import TEST_IMB_FACTORS, ImbalancedTestSet, imbalanced_test_indices
 from .lists import ListFileDataset, read_list_file
 from .transforms import CIFAR_MEAN, CIFAR_STD, CifarTestTransform, CifarTrainTransform
@@ -21,5 +27,7 @@ __all__ = [
     "build_dataset", "list_datasets", "is_dataset", "register_dataset", "DATASETS", "LTDataset",
     "DEFAULT_IMB_FACTOR", "cifar_lt_indices", "load_cifar", "read_image_folder", "load_digits_arrays",
     "imbalanced_test_indices", "ImbalancedTestSet", "TEST_IMB_FACTORS", "ListFileDataset", "read_list_file",
-    "ImageArrays", "TensorImageDataset", "CifarTrainTransform", "CifarTestTransform", "CIFAR_MEAN", "CIFAR_STD",
+    "ImageArrays", "TensorImageDataset", "HFImageDataset", "build_hfds", "CifarTrainTransform", "CifarTestTransform", "CIFAR_MEAN", "CIFAR_STD",
+    "ImageFileDataset", "load_rgb", "IMAGE_EXTENSIONS", "build_folder", "list_image_folder", "build_csv",
+    "read_csv_list", "stratified_holdout", "holdout_counts",
 ]

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
-from .arrays import LabelledDataset
+
+from .files import ImageFileDataset, _PathTable, pil_loader
 
 __all__ = ["read_list_file", "ListFileDataset", "pil_loader", "LIST_SETS", "find_list_file"]
 
@@ -23,15 +24,6 @@ LIST_SETS = {
     "inat2018": (8142, "iNaturalist18", "iNaturalist18", "val"),
     "places_lt": (365, "Places_LT", "Places_LT", "test"),
 }
-
-
-def pil_loader(path: PathLike) -> Any:
-    """Open an image as RGB with PIL (the file is closed before returning)."""
-    from PIL import Image
-
-    with open(path, "rb") as f:
-        with Image.open(f) as im:
-            return im.convert("RGB")
 
 
 def read_list_file(path: PathLike, num_classes: Optional[int] = None) -> Tuple[List[str], np.ndarray]:
@@ -93,19 +85,23 @@ def _class_names_from_paths(paths: List[str], labels: np.ndarray, num_classes: i
     return [n if (n and not k) else str(c) for c, (n, k) in enumerate(zip(names, clash))]
 
 
-class ListFileDataset(LabelledDataset):
+class ListFileDataset(ImageFileDataset):
     """Images listed in a ``relative/path label`` file under ``root`` (docs/method.md §4: ImageNet-LT, iNat 2018, Places-LT).
+
+    An :class:`~lt_registry.data.files.ImageFileDataset` (RGB reading of every mode, bad-image substitution,
+    :meth:`check_images`, :meth:`failed_paths`) built from a list file.
 
     Args:
         list_file: the list.
         root: image root the relative paths resolve against.
         transform: applied to the PIL image (e.g. ``timm.data.create_transform``); ``None`` returns PIL.
         num_classes: label space size (1000 / 8142 / 365); default ``max(label) + 1``.
-        loader: path -> image (default :func:`pil_loader`).
+        loader: path -> image (default :func:`~lt_registry.data.files.load_rgb`).
 
     Attributes:
         samples: list of ``(absolute path, label)``; ``labels``: int64 [N]; ``class_counts``: list [C];
-        ``class_names``: the class's folder name when its images share one, else the label as a string.
+        ``class_names``: the class's folder name when its images share one, else the label as a string;
+        ``rel_paths``: the paths as the list file writes them.
     """
 
     def __init__(
@@ -119,31 +115,17 @@ class ListFileDataset(LabelledDataset):
         self.list_file = Path(list_file)
         self.root = Path(root)
         rel_paths, labels = read_list_file(self.list_file, num_classes)
-        self.num_classes = int(num_classes if num_classes is not None else labels.max() + 1)
-        self.labels: np.ndarray = labels
-        self.rel_paths = rel_paths
-        self.transform = transform
-        self.loader = loader
-        self.class_names = _class_names_from_paths(rel_paths, labels, self.num_classes)
+        C = int(num_classes if num_classes is not None else labels.max() + 1)
+        super().__init__(rel_paths, labels, _class_names_from_paths(rel_paths, labels, C), C, transform, loader,
+                         root=self.root)
+        self._rel = _PathTable(rel_paths)
 
     @property
-    def samples(self) -> List[Tuple[str, int]]:
-        return [(str(self.root / p), int(y)) for p, y in zip(self.rel_paths, self.labels.tolist())]
+    def rel_paths(self) -> List[str]:
+        return self._rel.tolist()
 
-
-    def __len__(self) -> int:
-        return len(self.rel_paths)
-
-    def __getitem__(self, index: int) -> Tuple[Any, int]:
-        path = self.root / self.rel_paths[index]
-        try:
-            img = self.loader(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image {str(path)!r} (entry {index} of {self.list_file}) does not exist; "
-                                    f"check the image root {str(self.root)!r}.") from None
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.labels[index])
+    def _describe(self, index: int) -> str:
+        return f"entry {index} of {self.list_file}; image root {str(self.root)!r}"
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(list_file={str(self.list_file)!r}, root={str(self.root)!r}, n={len(self)}, "
