@@ -15,7 +15,6 @@ from .builder import (
 from .cifar_lt import cifar_lt_indices, load_cifar, read_image_folder
 from .csvlist import build_csv, read_csv_list
 from .embedded import load_digits_arrays
-from .hfds import HFImageDataset, build_hfds  # registers "hfds"
 from .files import IMAGE_EXTENSIONS, ImageFileDataset, load_rgb
 from .folder import build_folder, list_image_folder
 from .holdout import holdout_counts, stratified_holdout
@@ -27,7 +26,7 @@ __all__ = [
     "build_dataset", "list_datasets", "is_dataset", "register_dataset", "DATASETS", "LTDataset",
     "DEFAULT_IMB_FACTOR", "cifar_lt_indices", "load_cifar", "read_image_folder", "load_digits_arrays",
     "imbalanced_test_indices", "ImbalancedTestSet", "TEST_IMB_FACTORS", "ListFileDataset", "read_list_file",
-    "ImageArrays", "TensorImageDataset", "HFImageDataset", "build_hfds", "CifarTrainTransform", "CifarTestTransform", "CIFAR_MEAN", "CIFAR_STD",
+    "ImageArrays", "TensorImageDataset", "CifarTrainTransform", "CifarTestTransform", "CIFAR_MEAN", "CIFAR_STD",
     "ImageFileDataset", "load_rgb", "IMAGE_EXTENSIONS", "build_folder", "list_image_folder", "build_csv",
     "read_csv_list", "stratified_holdout", "holdout_counts",
 ]
