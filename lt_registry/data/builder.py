@@ -21,6 +21,7 @@ from .._registry import Registry
 from .arrays import ImageArrays, TensorImageDataset
 from .cifar_lt import CIFAR_SPECS, cifar_lt_indices, load_cifar
 from .embedded import load_digits_arrays
+from .holdout import left_out_validation
 from .imbalanced_test import imbalanced_test_indices
 from .lists import LIST_SETS, ListFileDataset, find_list_file
 from .transforms import CifarTestTransform, CifarTrainTransform
@@ -38,6 +39,8 @@ register_dataset = DATASETS.register
 
 #: rho used by the CIFAR-style builders when none is given (the paper's headline setting).
 DEFAULT_IMB_FACTOR = 100.0
+#: validation images per class the CIFAR-style builders draw from the left-out training images (docs/method.md §4.3).
+DEFAULT_VAL_PER_CLASS = {"cifar10_lt": 100, "cifar100_lt": 10, "digits_lt": 10}
 
 
 @dataclass
@@ -116,6 +119,7 @@ def _from_arrays(
     test_imb_factor: Optional[float],
     train_transform: Transform,
     test_transform: Transform,
+    val_per_class: Optional[int] = None,
 ) -> LTDataset:
     rho = DEFAULT_IMB_FACTOR if imb_factor is None else float(imb_factor)
     idx, counts = cifar_lt_indices(train.labels, num_classes, rho, n_max=n_max, seed=seed)
@@ -134,7 +138,17 @@ def _from_arrays(
         meta.update(test_imb_factor=float(test_imb_factor), test_indices=sel.indices,
                     test_prior=sel.prior.tolist())
     meta["test_counts"] = te.class_counts
-    return LTDataset(tr, te, list(counts), num_classes, names, name, rho, meta)
+    # validation (docs/method.md §4.3): balanced, from the images the selection left out; training set unchanged
+    k = DEFAULT_VAL_PER_CLASS.get(name, 0) if val_per_class is None else val_per_class
+    va = None
+    if k == 0:
+        meta["val"] = {"source": "none"}
+    else:
+        v_idx, overlap = left_out_validation(train.labels, idx, k, num_classes, seed)
+        va = TensorImageDataset(train.images[v_idx], train.labels[v_idx], te_tf, names, num_classes)
+        meta.update(val={"source": "left-out", "per_class": int(k), "overlap_with_train": overlap},
+                    val_indices=v_idx, val_counts=va.class_counts)
+    return LTDataset(tr, te, list(counts), num_classes, names, name, rho, meta, va)
 
 
 def _check_split(split: str, allowed: tuple) -> None:
@@ -153,16 +167,19 @@ def _cifar_builder(key: str, C: int, registry_name: str) -> Callable[..., LTData
         train_transform: Transform = None,
         test_transform: Transform = None,
         hub_id: Optional[str] = None,
+        val_per_class: Optional[int] = None,
     ) -> LTDataset:
         _check_split(split, ("test",))
         train = load_cifar(key, data_dir, "train", hub_id=hub_id)
         test = load_cifar(key, data_dir, "test", hub_id=hub_id)
         return _from_arrays(registry_name, train, test, C, imb_factor, n_max, seed, test_imb_factor,
-                            train_transform, test_transform)
+                            train_transform, test_transform, val_per_class)
 
     build.__name__ = f"build_{registry_name}"
     build.__doc__ = (f"CIFAR-{C}-LT (docs/method.md §4): {key} from ``data_dir`` (or the Hub), long-tailed at ``imb_factor`` "
-                     f"(default {DEFAULT_IMB_FACTOR:g}), balanced test set unless ``test_imb_factor``.")
+                     f"(default {DEFAULT_IMB_FACTOR:g}), balanced test set unless ``test_imb_factor``; validation: "
+                     f"``val_per_class`` (default {DEFAULT_VAL_PER_CLASS[registry_name]}, 0: none) images per class "
+                     f"from the training images the selection left out (docs/method.md §4.3).")
     return build
 
 
@@ -189,11 +206,13 @@ def build_digits_lt(
     train_transform: Transform = None,
     test_transform: Transform = None,
     test_per_class: int = 50,
+    val_per_class: Optional[int] = None,
 ) -> LTDataset:
     """Embedded digits made long-tailed by the docs/method.md §4 rule (no download; see :mod:`lt_registry.data.embedded`).
 
     ``imb_factor`` defaults to 10 here (124 down to 12 training images per class): at rho = 100 the
-    smallest digit class would keep a single image of ~130.
+    smallest digit class would keep a single image of ~130. Validation: ``val_per_class`` (default 10, 0: none)
+    images per class from the pool images the selection left out (docs/method.md §4.3).
     """
     if data_dir is not None:
         raise ValueError("digits_lt is embedded (scikit-learn's bundled digits) and takes no data_dir.")
@@ -202,7 +221,7 @@ def build_digits_lt(
     test = load_digits_arrays("test", test_per_class)
     return _from_arrays("digits_lt", train, test, 10, 10.0 if imb_factor is None else imb_factor, n_max, seed,
                         test_imb_factor,
-                        train_transform, test_transform)
+                        train_transform, test_transform, val_per_class)
 
 
 # ---- list-file builders -------------------------------------------------------------------------------------
