@@ -66,6 +66,7 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
+    repo_type: str = "model"  # "model" or "dataset"
     commits: Dict[str, Commit] = field(default_factory=dict)
     branches: Dict[str, str] = field(default_factory=dict)
 
@@ -96,7 +97,8 @@ class FakeHub:
 
     def __init__(self, token: str = "hf_test_token", user: str = "user") -> None:
         self.token, self.user = token, user
-        self.repos: Dict[str, Repo] = {}
+        self.repos: Dict[str, Repo] = {}  # model repos
+        self.datasets: Dict[str, Repo] = {}  # dataset repos (a separate namespace, as on the Hub)
         self.requests: List[Request] = []
         self.uploads: List[Tuple[str, str, bytes]] = []  # (repo_id, path, content) for every committed file
         self.unhandled: List[str] = []  # "METHOD /path" of requests no route matched
@@ -143,10 +145,22 @@ class FakeHub:
         repo.branches["main"] = c.oid
         return c
 
-    def files(self, repo_id: str, revision: str = "main") -> Dict[str, bytes]:
+    def add_dataset(self, repo_id: str, files: Dict[str, bytes], private: bool = False,
+                    message: str = "add dataset") -> str:
+        """Create (or add a commit to) the dataset repo ``repo_id`` holding ``files`` (path -> bytes) on ``main``,
+        as if it had been uploaded; returns the commit id."""
+        with self._lock:
+            repo = self.datasets.get(repo_id)
+            if repo is None:
+                repo = self.datasets[repo_id] = Repo(repo_id, private, "dataset")
+                self._new_commit(repo, {".gitattributes": _GITATTRIBUTES}, "initial commit", None)
+            head = repo.commits[repo.branches["main"]]
+            return self._new_commit(repo, {**head.files, **files}, message, head.oid).oid
+
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> Dict[str, bytes]:
         """The files of ``repo_id`` at ``revision`` (for assertions)."""
         with self._lock:
-            commit = self.repos[repo_id].resolve(revision)
+            commit = (self.datasets if repo_type == "dataset" else self.repos)[repo_id].resolve(revision)
             assert commit is not None, f"no revision {revision!r} in {repo_id}"
             return dict(commit.files)
 
@@ -232,8 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
         if namespace != self.hub.user:
             raise HubHTTPError(403, f"You don't have the rights to write under the namespace \"{namespace}\"")
 
-    def _repo(self, req: Request, repo_id: str) -> Repo:
-        repo = self.hub.repos.get(repo_id)
+    def _repo(self, req: Request, repo_id: str, repo_type: str = "model") -> Repo:
+        repo = (self.hub.datasets if repo_type == "dataset" else self.hub.repos).get(repo_id)
         if repo is None or (repo.private and self._token_state(req) is not True):
             raise HubHTTPError(404 if repo is None else 401, "Repository not found", "RepoNotFound")
         return repo
@@ -255,18 +269,23 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._create_repo(req)
             if m == "POST" and rest == ["validate-yaml"]:
                 return self._validate_yaml(req)
-            if rest[:1] == ["models"] and len(rest) >= 3:
+            if rest[:1] in (["models"], ["datasets"]) and len(rest) >= 3:
+                rtype = "model" if rest[0] == "models" else "dataset"
                 repo_id, tail = _repo_id(rest[1:3]), rest[3:]
                 if m == "GET" and not tail:
-                    return self._model_info(req, repo_id, "main")
+                    return self._repo_info(req, repo_id, "main", rtype)
                 if m == "GET" and len(tail) == 2 and tail[0] == "revision":
-                    return self._model_info(req, repo_id, tail[1])
+                    return self._repo_info(req, repo_id, tail[1], rtype)
                 if m == "GET" and len(tail) >= 2 and tail[0] == "tree":
-                    return self._tree(req, repo_id, tail[1], "/".join(tail[2:]))
-                if m == "POST" and len(tail) == 2 and tail[0] == "preupload":
+                    return self._tree(req, repo_id, tail[1], "/".join(tail[2:]), rtype)
+                if m == "POST" and len(tail) == 2 and tail[0] == "paths-info":
+                    return self._paths_info(req, repo_id, tail[1], rtype)
+                if m == "POST" and len(tail) == 2 and tail[0] == "preupload" and rtype == "model":
                     return self._preupload(req, repo_id, tail[1])
-                if m == "POST" and len(tail) == 2 and tail[0] == "commit":
+                if m == "POST" and len(tail) == 2 and tail[0] == "commit" and rtype == "model":
                     return self._commit_files(req, repo_id, tail[1])
+        elif parts[:1] == ["datasets"] and len(parts) >= 6 and parts[3] == "resolve" and m in ("GET", "HEAD"):
+            return self._resolve(req, _repo_id(parts[1:3]), parts[4], "/".join(parts[5:]), "dataset")
         elif len(parts) >= 5 and parts[2] == "resolve" and m in ("GET", "HEAD"):
             return self._resolve(req, _repo_id(parts[:2]), parts[3], "/".join(parts[4:]))
         with self.hub._lock:
@@ -315,27 +334,29 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({"errors": [{"message": "metadata must be a YAML mapping"}]}, 400)
         self._json({"errors": [], "warnings": []})
 
-    def _model_info(self, req: Request, repo_id: str, revision: str) -> None:
+    def _repo_info(self, req: Request, repo_id: str, revision: str, repo_type: str = "model") -> None:
         with self.hub._lock:
-            repo = self._repo(req, repo_id)
+            repo = self._repo(req, repo_id, repo_type)
             commit = self._commit(repo, revision)
             files = dict(commit.files)
         card = _front_matter(files.get("README.md", b""))
         iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.date))
-        self._json({
-            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
+        info = {
+            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id,
             "author": repo_id.split("/")[0], "sha": commit.oid, "lastModified": iso, "createdAt": iso,
             "private": repo.private, "disabled": False, "gated": False, "downloads": 0, "likes": 0,
-            "tags": card.get("tags", []), "library_name": card.get("library_name"),
-            "pipeline_tag": card.get("pipeline_tag"), "cardData": card or None,
+            "tags": card.get("tags", []), "cardData": card or None,
             "siblings": [{"rfilename": p, "size": len(b), "blobId": git_blob_oid(b)} for p, b in sorted(files.items())],
             "usedStorage": sum(len(b) for b in files.values()),
-        })
+        }
+        if repo_type == "model":
+            info.update(modelId=repo_id, library_name=card.get("library_name"), pipeline_tag=card.get("pipeline_tag"))
+        self._json(info)
 
-    def _tree(self, req: Request, repo_id: str, revision: str, path: str) -> None:
+    def _tree(self, req: Request, repo_id: str, revision: str, path: str, repo_type: str = "model") -> None:
         recursive = (req.query.get("recursive", ["false"])[0].lower() in ("1", "true"))
         with self.hub._lock:
-            files = dict(self._commit(self._repo(req, repo_id), revision).files)
+            files = dict(self._commit(self._repo(req, repo_id, repo_type), revision).files)
         prefix = path.strip("/") + "/" if path.strip("/") else ""
         if prefix and not any(p.startswith(prefix) for p in files):
             raise HubHTTPError(404, f"{path} does not exist", "EntryNotFound")
@@ -352,6 +373,25 @@ class _Handler(BaseHTTPRequestHandler):
             if recursive or len(rel) == 1:
                 entries[p] = {"type": "file", "oid": git_blob_oid(content), "size": len(content), "path": p}
         self._json(list(entries.values()))
+
+    def _paths_info(self, req: Request, repo_id: str, revision: str, repo_type: str) -> None:
+        """Entries for the requested ``paths`` (form or JSON body) that exist: files and folders; others are
+        left out, as on the Hub."""
+        body = req.body.decode()
+        if req.headers.get("content-type", "").startswith("application/json"):
+            paths = list(json.loads(body or "{}").get("paths", []))
+        else:
+            paths = parse_qs(body).get("paths", [])
+        with self.hub._lock:
+            files = dict(self._commit(self._repo(req, repo_id, repo_type), revision).files)
+        out = []
+        for path in (p.strip("/") for p in paths):
+            if path in files:
+                out.append({"type": "file", "oid": git_blob_oid(files[path]), "size": len(files[path]), "path": path})
+            elif any(f.startswith(path + "/") for f in files) or path == "":
+                out.append({"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0,
+                            "path": path})
+        self._json(out)
 
     def _preupload(self, req: Request, repo_id: str, revision: str) -> None:
         self._require_write(req, repo_id.split("/")[0])
@@ -409,9 +449,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._json({"success": True, "commitOid": commit.oid, "hookOutput": "", "pullRequestUrl": None,
                     "commitUrl": f"{self.hub.url}/{repo_id}/commit/{commit.oid}"})
 
-    def _resolve(self, req: Request, repo_id: str, revision: str, path: str) -> None:
+    def _resolve(self, req: Request, repo_id: str, revision: str, path: str, repo_type: str = "model") -> None:
         with self.hub._lock:
-            commit = self._commit(self._repo(req, repo_id), revision)
+            commit = self._commit(self._repo(req, repo_id, repo_type), revision)
             content = commit.files.get(path)
         if content is None:
             raise HubHTTPError(404, f"{path} does not exist on {revision}", "EntryNotFound",

@@ -1,8 +1,10 @@
 """``build_dataset(name, ...)``: the dataset registry (docs/method.md §4).
 
 Registered names: ``cifar10_lt``, ``cifar100_lt`` (docs/method.md §4 selection from any CIFAR source), ``digits_lt``
-(embedded, no download), ``imagenet_lt``, ``inat2018``, ``places_lt`` (list files). Each builder returns an
-:class:`LTDataset`; a new dataset is one function with ``@register_dataset("name")``.
+(embedded, no download), ``imagenet_lt``, ``inat2018``, ``places_lt`` (list files), and ``hfds/<id or path>`` (any
+Hugging Face dataset, :mod:`lt_registry.data.hfds`). Each builder returns an :class:`LTDataset`; a new dataset is
+one function with ``@register_dataset("name")``. A builder registered with ``meta={"name_arg": ...}`` is a prefix
+(:class:`DatasetRegistry`): ``hfds/user/set`` builds ``hfds`` with ``name_or_path="user/set"``.
 
     >>> ds = build_dataset("digits_lt", imb_factor=10)
     >>> ds.num_classes, ds.class_counts[0], ds.class_counts[-1]
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 
@@ -28,13 +30,68 @@ from .transforms import CifarTestTransform, CifarTrainTransform
 
 __all__ = [
     "DATASETS", "LTDataset", "build_dataset", "register_dataset", "list_datasets", "is_dataset",
-    "DEFAULT_IMB_FACTOR",
+    "DEFAULT_IMB_FACTOR", "DatasetRegistry",
 ]
 
 PathLike = Union[str, os.PathLike]
 Transform = Optional[Callable[[Any], Any]]
 
-DATASETS = Registry("dataset")
+class DatasetRegistry(Registry):
+    """The dataset registry, which also takes names of the form ``prefix/rest`` (timm's ``hfds/<id>``).
+
+    An entry registered with ``meta={"name_arg": "name_or_path", "name_form": "<id or path>"}`` is a prefix: the
+    name ``prefix/<rest>`` builds it with ``rest`` (verbatim: case and dashes kept) as the keyword ``name_arg``.
+    :meth:`list` shows such an entry as ``prefix/<name_form>``, so an unknown-name error names the form too.
+    """
+
+    def split_name(self, name: Any) -> Tuple[Any, Optional[str]]:
+        """``(entry key, rest)`` for a ``prefix/rest`` name of a prefix entry; ``(name, None)`` for anything else."""
+        if isinstance(name, str):
+            head, sep, rest = name.partition("/")
+            if sep and super().__contains__(head):
+                key = super()._resolve(head)
+                if self._entries[key].meta.get("name_arg"):
+                    if not rest.strip():
+                        form = self._entries[key].meta.get("name_form", "<name>")
+                        raise ValueError(f"dataset name {name!r} ends at the slash; expected {key}/{form}.")
+                    return key, rest
+        return name, None
+
+    def _resolve(self, name: str) -> str:
+        key, rest = self.split_name(name)
+        return key if rest is not None else super()._resolve(name)
+
+    def canonical(self, name: str) -> str:
+        key, rest = self.split_name(name)
+        return f"{key}/{rest}" if rest is not None else super().canonical(name)
+
+    def label(self, name: str) -> str:
+        key, rest = self.split_name(name)
+        return f"{key}/{rest}" if rest is not None else super().label(name)
+
+    def create(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+        key, rest = self.split_name(name)
+        if rest is None:
+            return super().create(name, *args, **kwargs)
+        entry = self._entries[key]
+        arg = entry.meta["name_arg"]
+        if kwargs.get(arg) is not None:
+            raise ValueError(f"dataset {name!r} already names its {arg} after the slash; do not pass {arg}= too.")
+        return entry.factory(*args, **{**entry.defaults, **kwargs, arg: rest})
+
+    def list(self, filter: str = "", include_aliases: bool = False) -> List[str]:
+        names = super().list(filter, include_aliases)
+        return [f"{n}/{self._entries[n].meta.get('name_form', '<name>')}"
+                if n in self._entries and self._entries[n].meta.get("name_arg") else n for n in names]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return self.split_name(name)[1] is not None or super().__contains__(name)
+        except ValueError:
+            return False
+
+
+DATASETS = DatasetRegistry("dataset")
 register_dataset = DATASETS.register
 
 #: rho used by the CIFAR-style builders when none is given (the paper's headline setting).
