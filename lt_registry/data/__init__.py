@@ -6,7 +6,8 @@
 
 Names: ``cifar10_lt``, ``cifar100_lt``, ``digits_lt`` (embedded, no download), ``imagenet_lt``, ``inat2018``,
 ``places_lt``; own data (docs/method.md §4.3): ``folder`` (alias ``imagefolder``: ``ROOT/<split>/<class>/<image>``),
-``csv`` (``path,label`` lists).
+``csv`` (``path,label`` lists), ``hfds/<hub id or local path>`` (a Hugging Face dataset: Hub id, save_to_disk or parquet
+folder; :mod:`lt_registry.data.hfds`).
 """
 from .arrays import ImageArrays, TensorImageDataset
 from .builder import (
@@ -17,6 +18,7 @@ from .csvlist import build_csv, read_csv_list
 from .embedded import load_digits_arrays
 from .files import IMAGE_EXTENSIONS, ImageFileDataset, load_rgb
 from .folder import build_folder, list_image_folder
+from .hfds import DatasetSourceError, HFImageDataset, build_hfds, load_hf_splits
 from .holdout import holdout_counts, stratified_holdout
 from .imbalanced_test import TEST_IMB_FACTORS, ImbalancedTestSet, imbalanced_test_indices
 from .lists import ListFileDataset, read_list_file
@@ -28,5 +30,6 @@ __all__ = [
     "imbalanced_test_indices", "ImbalancedTestSet", "TEST_IMB_FACTORS", "ListFileDataset", "read_list_file",
     "ImageArrays", "TensorImageDataset", "CifarTrainTransform", "CifarTestTransform", "CIFAR_MEAN", "CIFAR_STD",
     "ImageFileDataset", "load_rgb", "IMAGE_EXTENSIONS", "build_folder", "list_image_folder", "build_csv",
-    "read_csv_list", "stratified_holdout", "holdout_counts",
+    "read_csv_list", "stratified_holdout", "holdout_counts", "build_hfds", "HFImageDataset", "load_hf_splits",
+    "DatasetSourceError",
 ]
