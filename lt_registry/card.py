@@ -94,7 +94,7 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
     ds_name = f"{label}, imbalance factor {rho:g}" if isinstance(rho, (int, float)) else label
     ds_args = {"imb_factor": rho} if rho is not None else None
     results = [EvalResult(task_type="image-classification", dataset_type=ds, dataset_name=ds_name,
-                          dataset_split="test", dataset_args=ds_args, metric_type=m.card_type,
+                          dataset_split=metrics.get("evaluated_on", "test"), dataset_args=ds_args, metric_type=m.card_type,
                           metric_value=float(final[m.key]), metric_name=m.heading)
                for m in METRICS if m.card_type and final.get(m.key) is not None]
     name = repo_id.split("/")[-1] if repo_id else run_dir.name
@@ -120,12 +120,50 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
 
     metrics_table = "| metric | value |\n|---|---|\n" + "\n".join(
         f"| {m.heading} | {fmt(final.get(m.key))} |" for m in METRICS if m.in_card)
+    versions = lt.get("versions", {})
+    counts = lt.get("class_counts", [])
+    evaluated_on = metrics.get("evaluated_on", "test")
+    val = lt.get("val") or {}
+    val_text = {"holdout": f"a stratified hold-out of {val.get('fraction', 0) * 100:g}% of each class's training "
+                           "images (listed in `val_split.json`)",
+                "split": f"the dataset's own `{val.get('split')}` split",
+                "left-out": f"{val.get('per_class')} images per class that the long-tailed selection left out"
+                            + (" (the head class, which keeps all its images, lends its validation images from its "
+                               "training images)" if val.get("overlap_with_train") else "")}.get(val.get("source"))
+    if evaluated_on == "test":
+        evaluation_text = (f"All figures are final-epoch numbers on the {'imbalanced' if lt.get('test_imb_factor') else 'balanced'} "
+                           f"test set ({final.get('num_test_samples', '?')} images), read once after training; nothing "
+                           "was selected on it.")
+    else:
+        evaluation_text = (f"The dataset has no test split: the figures are final-epoch numbers on the validation "
+                           f"split ({final.get('num_test_samples', '?')} images), which also served for monitoring.")
+    if val_text:
+        evaluation_text += f" Validation data: {val_text}."
+    best, ema = metrics.get("best"), metrics.get("ema")
+    rows = [("`model.safetensors`", "the final epoch's weights (the figures above)")]
+    if isinstance(best, dict):
+        t = best.get("test") or {}
+        rows.append(("`best/model.safetensors`",
+                     f"best on validation by {best.get('metric')} ({fmt(best.get('value'))} at epoch "
+                     f"{best.get('epoch')}, 0-indexed)" + (f"; test top-1 {fmt(t.get('top1'))}%, ECE "
+                                                           f"{fmt(t.get('ece'))}%" if t else "")))
+    if isinstance(ema, dict):
+        e = ema.get(evaluated_on) or {}
+        rows.append(("`ema/model.safetensors`", f"moving average of the weights (decay {ema.get('decay')})"
+                     + (f"; {evaluated_on} top-1 {fmt(e.get('top1'))}%, ECE {fmt(e.get('ece'))}%" if e else "")))
+    weights_table = "| file | what |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    if len(rows) > 1:
+        weights_table += ("\n\nEach subfolder loads like the run folder itself: "
+                          "`timm.create_model(\"local-dir:<run>/best\")`.")
     sched: Dict[str, Any] = lt.get("schedule") or {}
     recipe: List[Tuple[str, Any]] = [
         ("training data", f"local files `{local_data}` (--data-dir)" if local_data else
          f"Hub dataset {hub_dataset}" if hub_dataset else None),
         ("mixer", lt.get("mixer_repr") or mix_label), ("loss", loss_label),
         ("UniMix preset", lt.get("preset")), ("sampler", lt.get("sampler")),
+        ("validation", val_text),
+        ("initialised from", "timm pretrained weights" if args.get("pretrained") or args.get("pretrained_path")
+         else "`--initial-checkpoint`" if args.get("initial_checkpoint") else None),
         ("epochs", lt.get("epochs")), ("batch size (per process)", args.get("batch_size")),
         ("optimizer", _optimizer_text(args)),
         ("LR schedule", _schedule_text(sched) if sched else None),
@@ -133,8 +171,6 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
         ("mixing stops at epoch (0-indexed)", sched.get("mix_off_epoch")),
         ("seed", lt.get("seed"))]
     recipe_table = "\n".join(f"| {k} | {v} |" for k, v in recipe if v is not None)
-    versions = lt.get("versions", {})
-    counts = lt.get("class_counts", [])
     uniform = assumed_test_prior(loss) == "uniform"
     class_names = lt.get("class_names", [])
     return ModelCard.from_template(
@@ -148,8 +184,7 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
                       "this model's raw logits carry its training prior"),
         adapt_call=("adapt_logits_to_prior(logits, new_prior)" if uniform else
                     "adapt_logits_to_prior(logits, new_prior, assumed_prior=prior)"),
-        test_label="imbalanced" if lt.get("test_imb_factor") else "balanced",
-        num_test=final.get("num_test_samples", "?"), metrics_table=metrics_table, recipe_table=recipe_table,
+        evaluation_text=evaluation_text, weights_table=weights_table, metrics_table=metrics_table, recipe_table=recipe_table,
         num_classes=len(counts), total_train=sum(counts), class_counts=counts,
         repo_id=repo_id or "<user>/<repo>", input_size=tuple(pcfg.get("input_size", ())),
         mean=tuple(round(m, 4) for m in pcfg.get("mean", ())), std=tuple(round(s, 4) for s in pcfg.get("std", ())),
