@@ -446,7 +446,8 @@ def test_tensor_dataset_and_subset():
 
 # ---- the registry -----------------------------------------------------------------------------------------
 def test_registry_names_and_unknown_name():
-    assert list_datasets() == ["cifar100_lt", "cifar10_lt", "digits_lt", "imagenet_lt", "inat2018", "places_lt"]
+    assert list_datasets() == ["cifar100_lt", "cifar10_lt", "csv", "digits_lt", "folder", "hfds/<id or path>", "imagenet_lt",
+                               "inat2018", "places_lt"]
     with pytest.raises(ValueError, match=r"Unknown dataset 'cifar10lt'.*Available datasets: cifar100_lt, cifar10_lt"):
         build_dataset("cifar10lt")
 
