@@ -1,18 +1,27 @@
 """A small Hugging Face Hub stand-in for the tests: enough of the Hub's HTTP API for the real
 ``huggingface_hub`` client (``HF_ENDPOINT=http://127.0.0.1:<port>``) to create a repo, upload a folder,
 read repo info and file trees, and download files (``hf_hub_download``, ``snapshot_download``,
-``timm.create_model("hf-hub:...")``).
+``timm.create_model("hf-hub:...")``), and for ``datasets.load_dataset("ns/name")`` to load a parquet dataset repo.
 
-Only what the client calls for model repos is implemented:
+Only what the clients call is implemented (found by logging the requests of huggingface_hub 2.4 / datasets 5.2):
 
     GET  /api/whoami-v2                                   token check
-    POST /api/repos/create                                new repo with an initial commit (.gitattributes)
+    POST /api/repos/create                                new model repo with an initial commit (.gitattributes)
     POST /api/validate-yaml                               README.md front matter must be a YAML mapping
     GET  /api/models/{ns}/{name}[/revision/{rev}]         repo info: sha, siblings, private, cardData
     GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]      file listing (?recursive=true), one page
     POST /api/models/{ns}/{name}/preupload/{rev}          uploadMode "regular" for every file
     POST /api/models/{ns}/{name}/commit/{rev}             NDJSON: header, file (base64), deletedFile/Folder
     HEAD/GET /{ns}/{name}/resolve/{rev}/{path}            X-Repo-Commit, ETag, Content-Length, the bytes
+    GET  /api/datasets/{ns}/{name}[/revision/{rev}]       dataset repo info (as for models, without modelId)
+    GET  /api/datasets/{ns}/{name}/tree/{rev}[/{path}]    dataset file listing
+    HEAD/GET /datasets/{ns}/{name}/resolve/{rev}/{path}   dataset file download
+
+``load_dataset`` asks for README.md, the repo info, ``{name}.py``, ``.huggingface.yaml`` and
+``dataset_infos.json`` (404 ``EntryNotFound`` when absent is what it expects), lists the root and ``data/``
+non-recursively, then downloads the data files (``data/train-00000-of-00001.parquet``, ...). Dataset repos are
+created with :meth:`FakeHub.add_dataset` (no dataset upload endpoints); they live in ``FakeHub.datasets``, apart
+from the model repos in ``FakeHub.repos``, as the Hub keeps the two namespaces apart.
 
 Files are always plain git blobs: no LFS, and no Xet (no ``X-Xet-*`` header, no ``xet-auth`` link), so the
 client never leaves this server. Errors carry the Hub's ``X-Error-Code`` (``RepoNotFound``,
@@ -278,8 +287,6 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._repo_info(req, repo_id, tail[1], rtype)
                 if m == "GET" and len(tail) >= 2 and tail[0] == "tree":
                     return self._tree(req, repo_id, tail[1], "/".join(tail[2:]), rtype)
-                if m == "POST" and len(tail) == 2 and tail[0] == "paths-info":
-                    return self._paths_info(req, repo_id, tail[1], rtype)
                 if m == "POST" and len(tail) == 2 and tail[0] == "preupload" and rtype == "model":
                     return self._preupload(req, repo_id, tail[1])
                 if m == "POST" and len(tail) == 2 and tail[0] == "commit" and rtype == "model":
@@ -373,25 +380,6 @@ class _Handler(BaseHTTPRequestHandler):
             if recursive or len(rel) == 1:
                 entries[p] = {"type": "file", "oid": git_blob_oid(content), "size": len(content), "path": p}
         self._json(list(entries.values()))
-
-    def _paths_info(self, req: Request, repo_id: str, revision: str, repo_type: str) -> None:
-        """Entries for the requested ``paths`` (form or JSON body) that exist: files and folders; others are
-        left out, as on the Hub."""
-        body = req.body.decode()
-        if req.headers.get("content-type", "").startswith("application/json"):
-            paths = list(json.loads(body or "{}").get("paths", []))
-        else:
-            paths = parse_qs(body).get("paths", [])
-        with self.hub._lock:
-            files = dict(self._commit(self._repo(req, repo_id, repo_type), revision).files)
-        out = []
-        for path in (p.strip("/") for p in paths):
-            if path in files:
-                out.append({"type": "file", "oid": git_blob_oid(files[path]), "size": len(files[path]), "path": path})
-            elif any(f.startswith(path + "/") for f in files) or path == "":
-                out.append({"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0,
-                            "path": path})
-        self._json(out)
 
     def _preupload(self, req: Request, repo_id: str, revision: str) -> None:
         self._require_write(req, repo_id.split("/")[0])

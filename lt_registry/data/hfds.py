@@ -78,15 +78,20 @@ class DatasetSourceError(ValueError):
 def _decode(cell: Any, full: bool = True) -> Any:
     """A stored image cell (``{"bytes", "path"}``, or a PIL image) -> RGB PIL image (:func:`~lt_registry.data.files.to_rgb`);
     ``full=False`` parses the header only and returns ``None``. Raises on anything unreadable."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if isinstance(cell, Image.Image):
         return to_rgb(cell) if full else None
     data, path = (cell or {}).get("bytes"), (cell or {}).get("path")
     if data is None and not path:
         raise ValueError("the image cell holds neither bytes nor a path")
-    with Image.open(io.BytesIO(data) if data is not None else path) as im:
-        return to_rgb(im) if full else None
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            return to_rgb(im) if full else None
+    except UnidentifiedImageError:
+        if data is None:
+            raise
+        raise ValueError(f"not an image PIL can read ({len(data)} bytes)") from None
 
 
 class _RowNames:
