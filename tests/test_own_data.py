@@ -454,12 +454,29 @@ def test_csv_errors(tmp_path):
 
 
 def test_registry_has_the_own_data_builders():
-    names = list_datasets()
-    assert {"folder", "csv"} <= set(names)
-    assert build_dataset.__module__ and "imagefolder" not in names  # an alias, listed with include_aliases
     from lt_registry.data import DATASETS
 
+    names = list_datasets()
+    assert {"folder", "csv"} <= set(names) and "imagefolder" not in names  # an alias
     assert DATASETS.canonical("imagefolder") == "folder" and DATASETS.label("csv") == "CSV lists (own data)"
+
+
+def test_image_file_dataset_basics(tmp_path):
+    for k in range(4):
+        _save(tmp_path / f"{k}.png", "RGB", value=10 * k)
+    ds = ImageFileDataset([f"{k}.png" for k in range(4)], [0, 1, 1, 0], ["a", "b"], root=tmp_path)
+    assert ds.paths[0] == str(tmp_path / "0.png") and ds.class_counts == [2, 2] and ds.targets == [0, 1, 1, 0]
+    sub = ds.subset([3, 1])
+    assert sub.labels.tolist() == [0, 1] and sub.class_names == ["a", "b"] and np.asarray(sub[0][0])[0, 0, 0] == 30
+    assert ds[-1][1] == 0
+    with pytest.raises(ValueError, match="one label per path"):
+        ImageFileDataset(["0.png"], [0, 1])
+    with pytest.raises(ValueError, match="out of range"):
+        ImageFileDataset(["0.png"], [2], ["a", "b"])
+    with pytest.raises(ValueError, match="check_images must be one of"):
+        ds.check_images("deep")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFileDataset([tmp_path / "gone.png"], [0])[0]
 
 
 # ---- the CIFAR / digits validation split -------------------------------------------------------------------
