@@ -163,6 +163,23 @@ def test_parquet_and_saved_forms_agree(sources, cache):
     assert single.class_counts == ref["counts"] and single.test is None
 
 
+def test_an_image_folder_and_a_corrupt_parquet_file(tmp_path, cache):
+    images, y = rows([6, 3])
+    for i, (b, c) in enumerate(zip(images, y)):
+        split = "test" if i % 3 == 2 else "train"
+        f = tmp_path / "imgs" / split / ["owl", "ant"][c] / f"{i}.{'jpg' if MODES[i % 5] == 'CMYK' else 'png'}"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b)
+    ds = build(tmp_path / "imgs", cache, val_fraction=0)
+    assert ds.meta["format"] == "imagefolder" and ds.class_names == ["ant", "owl"]
+    assert ds.class_counts == [2, 4] and ds.meta["test_counts"] == [1, 2]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "train.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(DatasetSourceError, match=r"hfds/.*broken: datasets could not read .*broken'") as e:
+        build(tmp_path / "broken", cache)
+    one_line(e)
+
+
 def test_samples_are_rgb_pil_images_of_every_mode(sources):
     ds = build(sources / "saved_dict", val_fraction=0)
     ds.set_transforms(train=lambda im: im)

@@ -67,6 +67,8 @@ VAL_SPLIT_NAMES = ("validation", "val", "valid")
 LABEL_COLUMN_NAMES = ("label", "labels", "target", "class")
 _INT_DTYPES = {f"{p}int{b}" for p in ("", "u") for b in (8, 16, 32, 64)}
 _STR_DTYPES = {"string", "large_string"}
+#: seconds the Hub has to answer the repo-info request before it counts as unreachable
+_HUB_TIMEOUT_S = 10.0
 
 
 class DatasetSourceError(ValueError):
@@ -295,7 +297,7 @@ def _load_hub(repo_id: str, revision: Optional[str], cache_dir: Optional[str]) -
     sha: Optional[str] = None
     if not _offline():
         try:  # one request, no retries: fails fast where load_dataset would back off for ~25 s
-            sha = HfApi().dataset_info(repo_id, revision=revision).sha
+            sha = HfApi().dataset_info(repo_id, revision=revision, timeout=_HUB_TIMEOUT_S).sha
         except HFValidationError:
             raise DatasetSourceError(f"hfds/{repo_id}: {repo_id!r} is neither an existing local path nor a valid Hub "
                                      "dataset id (user/name).") from None
@@ -328,6 +330,9 @@ def _load_hub(repo_id: str, revision: Optional[str], cache_dir: Optional[str]) -
                 f"or HF_HUB_OFFLINE); unset it to download from {endpoint}, or {_local_copy_hint(repo_id)}.") from None
         raise DatasetSourceError(f"hfds/{repo_id}: Hub unreachable at {endpoint} ({_first_line(e)}); "
                                  f"{_local_copy_hint(repo_id)}.") from None
+    except Exception as e:  # noqa: BLE001 - no data files, a script-only repo, a corrupt file, ...
+        raise DatasetSourceError(f"hfds/{repo_id}{at}: datasets could not load Hub dataset {repo_id!r} from {endpoint} "
+                                 f"({_first_line(e)}).") from None
     return _as_split_dict(loaded), f"hub:{repo_id}{at}", sha
 
 
@@ -348,7 +353,12 @@ def load_hf_splits(name_or_path: str, cache_dir: Optional[PathLike] = None) -> T
     path = Path(text).expanduser()
     looks_local = text.startswith((".", "/", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text) is not None
     if path.exists():
-        splits, source = _load_local(path, cache)
+        try:
+            splits, source = _load_local(path, cache)
+        except (DatasetSourceError, ImportError):
+            raise
+        except Exception as e:  # noqa: BLE001 - corrupt parquet/arrow files, bad dataset_info.json, ...
+            raise DatasetSourceError(f"hfds/{text}: datasets could not read {str(path)!r} ({_first_line(e)}).") from None
         return splits, {"source": source, "format": source.split(":", 1)[0]}
     if looks_local:
         raise FileNotFoundError(f"hfds/{text}: local path {str(path)!r} does not exist (a Hub id is written user/name, "
