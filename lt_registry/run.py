@@ -74,8 +74,23 @@ def save_model_folder(model: torch.nn.Module, run_dir: PathLike, lt_block: Dict[
     # channels-last (fast path) weights are strided views safetensors will not write: pack them first
     model = model.to(memory_format=torch.contiguous_format)
     kw: Dict[str, Any] = {"data_config": dict(data_config)} if data_config else {}
-    save_for_hf(model, str(run_dir), model_config=cfg, safe_serialization=True, **kw)
+    # the architecture's default pretrained_cfg names a source checkpoint (tag, paper, origin) that these weights
+    # are not: keep what describes the model, drop what describes someone else's weights (lt.init says where
+    # training started)
+    source_cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(source_cfg, dict):
+        model.pretrained_cfg = {k: v for k, v in source_cfg.items() if k not in _SOURCE_KEYS}
+    try:
+        save_for_hf(model, str(run_dir), model_config=cfg, safe_serialization=True, **kw)
+    finally:
+        if isinstance(source_cfg, dict):
+            model.pretrained_cfg = source_cfg
     return run_dir
+
+
+#: pretrained_cfg keys that describe a source checkpoint rather than the architecture and its preprocessing
+_SOURCE_KEYS = ("tag", "origin_url", "paper_ids", "paper_name", "notes", "description", "hf_hub_id", "url", "file",
+                "state_dict", "source", "test_input_size", "test_crop_pct")
 
 
 def save_model_subfolder(model: torch.nn.Module, folder: PathLike, lt_block: Dict[str, Any],
@@ -114,10 +129,21 @@ def lt_block_of_run(ds: Any, prior: ClassPrior, args: Any, *, schedule: Dict[str
         "seed": args.seed, "epochs": args.epochs, "schedule": dict(schedule),
         "logit_scale": float(getattr(args, "logit_scale", 1.0) or 1.0),
         "splits": {k: len(v) for k, v in ds.splits().items()},
+        "init": _init_record(args),
         "val": {k: v for k, v in val.items() if k not in ("paths", "indices")} if isinstance(val, dict) else None,
         "data_config": _jsonable(data_config) if data_config else None,
         "versions": versions or {},
     }
+
+
+def _init_record(args: Any) -> Dict[str, Any]:
+    """Where training started: random weights, timm's pretrained weights (a local file named by its file name
+    only), or an initial checkpoint."""
+    path = getattr(args, "pretrained_path", None)
+    ckpt = getattr(args, "initial_checkpoint", None)
+    return {"pretrained": bool(getattr(args, "pretrained", False) or path),
+            "pretrained_file": Path(str(path)).name if path else None,
+            "initial_checkpoint": Path(str(ckpt)).name if ckpt else None}
 
 
 def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:

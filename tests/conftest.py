@@ -111,3 +111,35 @@ def outside_components():
     yield
     LOSSES._entries.pop("outside_ce")
     MIXERS._entries.pop("outside_mix")
+
+
+def make_image_folder(root: Path, counts, *, splits=("train",), test_per_class: int = 4, seed: int = 0,
+                      class_names=None) -> Path:
+    """An own-data image folder ``root/<split>/<class>/<i>.<ext>`` with ``counts[c]`` training images of class c
+    in mixed sizes (non-square among them) and modes (RGB, L, RGBA, P, CMYK), each class a different mean
+    colour so a model can learn it; every other split gets ``test_per_class`` images per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    names = list(class_names or [f"class_{c}" for c in range(len(counts))])
+    sizes = [(40, 30), (36, 36), (52, 44), (30, 48)]
+    modes = ["RGB", "L", "RGBA", "P", "CMYK"]
+    for split in splits:
+        for c, name in enumerate(names):
+            d = Path(root) / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            n = counts[c] if split == "train" else test_per_class
+            for i in range(n):
+                w, h = sizes[(i + c) % len(sizes)]
+                base = np.array([(c * 53) % 256, (c * 97 + 60) % 256, (255 - c * 41) % 256], dtype=np.float64)
+                arr = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+                img = Image.fromarray(arr, "RGB")
+                mode = modes[(i + 2 * c) % len(modes)]
+                if mode == "P":
+                    img = img.convert("P", palette=Image.Palette.ADAPTIVE)
+                elif mode != "RGB":
+                    img = img.convert(mode)
+                ext = "jpg" if mode in ("L", "CMYK") else "png"
+                img.save(d / f"{i:04d}.{ext}")
+    return Path(root)
