@@ -201,6 +201,17 @@ def test_samples_are_rgb_pil_images_of_every_mode(sources):
     assert tuple(default.test[0][0].shape) == (3, 224, 224) and tuple(default.val[0][0].shape) == (3, 224, 224)
 
 
+def test_counting_decodes_no_image(sources, monkeypatch):
+    import PIL.Image
+
+    def refuse(*a, **k):
+        raise AssertionError("an image was decoded while the dataset was built")
+
+    monkeypatch.setattr(PIL.Image, "open", refuse)
+    ds = build(sources / "saved_dict", imb_factor=20, seed=2)
+    assert sum(ds.class_counts) == len(ds.train) and ds.meta["counts_before_holdout"] == COUNTS
+
+
 # ---- validation ------------------------------------------------------------------------------------------------
 def test_holdout_is_stratified_reproducible_and_recorded(sources):
     a = build(sources / "saved_dict", seed=3, val_fraction=0.2)
@@ -269,9 +280,18 @@ def test_a_class_only_in_the_test_split_with_string_labels(tmp_path):
     train = make_dataset([6, 4], label_feature=datasets.Value("string"), labels=["a"] * 6 + ["b"] * 4)
     test = make_dataset([2, 2, 2], label_feature=datasets.Value("string"), labels=["a", "a", "b", "b", "z", "z"])
     datasets.DatasetDict(train=train, test=test).save_to_disk(str(tmp_path / "d"))
-    with pytest.raises(DatasetSourceError, match=r"'z' \(only in test\)") as e:
-        build(tmp_path / "d", val_fraction=0)
-    one_line(e)
+    for smoothing in (0.0, 1.0):  # the training split defines the classes: smoothing cannot add one
+        with pytest.raises(DatasetSourceError, match=r"class\(es\) \['z'\] appear in split 'test' but not in the "
+                                                     r"training split 'train'; every class needs training images") as e:
+            build(tmp_path / "d", val_fraction=0, prior_smoothing=smoothing)
+        one_line(e)
+    # integer labels: a label above the training split's largest one
+    ints = datasets.DatasetDict(train=make_dataset([6, 4], label_feature=datasets.Value("int64")),
+                                test=make_dataset([2, 2, 2], label_feature=datasets.Value("int64")))
+    ints.save_to_disk(str(tmp_path / "i"))
+    with pytest.raises(DatasetSourceError, match=r"split 'test' has label 2 in column 'label', which the training "
+                                                 r"split 'train' never uses \(its labels go up to 1\)"):
+        build(tmp_path / "i", val_fraction=0)
 
 
 # ---- columns and label types -----------------------------------------------------------------------------------

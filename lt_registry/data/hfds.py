@@ -24,7 +24,10 @@ The name follows timm's convention (``--dataset hfds/user/my-lt-set``). What fol
 Columns: the image column is the one ``datasets.Image`` feature, the label column the one ``ClassLabel`` (else a
 column named ``label``/``labels``/``target``/``class``); ``input_key`` / ``target_key`` (timm's ``--input-key`` /
 ``--target-key``) name them. Class names: the ``ClassLabel``'s names; an integer label column gives ``"0".."C-1"``
-(C = largest label + 1); a string label column gives its values sorted naturally (``c2`` before ``c10``).
+(C = largest training label + 1); a string label column gives its training values sorted naturally (``c2`` before
+``c10``). With integer or string labels the training split defines the classes, so a label only validation or test
+has is an error; a ``ClassLabel`` declares its classes, and one without training images is an error unless
+``prior_smoothing > 0`` (as for the ``csv`` builder with ``classes``).
 
 Splits: ``train_split`` (default ``train``); validation ``val_split`` (default ``validation``, also found as ``val`` or
 ``valid``), else a stratified hold-out of ``val_fraction`` of every class of the training split
@@ -479,12 +482,29 @@ def _label_space(title: str, key: str, splits: Dict[str, Any],
         raise DatasetSourceError(f"{title}: label column {key!r} holds {kind} labels in split {roles['train']!r} "
                                  f"but {', '.join(f'{k} labels in {roles[r]!r}' for r, k in kinds.items() if k != kind)}; "
                                  "use one label type in every split.")
+    # labels the data defines: the training split fixes the classes (as the csv builder does); a class that only
+    # validation or test has cannot be learned and is an error
     if kind == "int":
-        C = 1 + max((max(v) for v in raw.values() if v), default=-1)
-        return [str(c) for c in range(C)], {r: np.asarray(v, dtype=np.int64) for r, v in raw.items()}, kind
-    names = sorted({str(v) for values in raw.values() for v in values}, key=natural_key)
+        C = 1 + max(raw["train"], default=-1)
+        names = [str(c) for c in range(C)]
+        out = {r: np.asarray(v, dtype=np.int64) for r, v in raw.items()}
+        for role, arr in out.items():
+            if arr.size and arr.max() >= C:
+                raise DatasetSourceError(f"{title}: split {roles[role]!r} has label {int(arr.max())} in column {key!r}, "
+                                         f"which the training split {roles['train']!r} never uses (its labels go up "
+                                         f"to {C - 1}); every class needs training images.")
+        return names, out, kind
+    names = sorted({str(v) for v in raw["train"]}, key=natural_key)
     index = {n: i for i, n in enumerate(names)}
-    return names, {r: np.asarray([index[str(v)] for v in values], dtype=np.int64) for r, values in raw.items()}, kind
+    out = {}
+    for role, values in raw.items():
+        unknown = sorted({str(v) for v in values} - set(index), key=natural_key)
+        if unknown:
+            raise DatasetSourceError(f"{title}: class(es) {unknown[:10]} appear in split {roles[role]!r} but not in the "
+                                     f"training split {roles['train']!r}; every class needs training images (the "
+                                     f"training split has {len(names)} classes: {names[:10]}).")
+        out[role] = np.asarray([index[str(v)] for v in values], dtype=np.int64)
+    return names, out, kind
 
 
 # ---- the builder -------------------------------------------------------------------------------------------------
