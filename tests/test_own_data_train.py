@@ -161,3 +161,31 @@ def test_recipe_errors_are_one_clear_line(tmp_path, flags, message, capsys):
     assert rc == 2 and err, err
     assert err[-1].startswith("error: ") and message in err[-1], err[-3:]
     assert not any(Path(tmp_path, "run").glob("*.safetensors"))
+
+
+@pytest.mark.distributed
+def test_two_processes_on_an_own_folder_with_a_timm_model(folder, tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 (gloo on the CPU): own folder, a timm model at 40 px,
+    UniMix with its dataset-level partner sampler, Bayias; validation and test counted once each."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TRAIN, offline_env
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
+           str(TRAIN), "--output", str(tmp_path), "--experiment", "ddp", "--dataset", "folder", "--data-dir",
+           str(folder), "--model", "resnet10t", "--img-size", "40", "--mix", "unimix", "--loss", "bayias",
+           "--model-ema", "--grad-accum-steps", "2", "--clip-grad", "5", *FAST]
+    env = offline_env(OMP_NUM_THREADS="1")
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "2 process(es)" in p.stdout
+    run = tmp_path / "ddp"
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["final"]["num_test_samples"] == 24
+    assert m["val"]["num_test_samples"] == m["lt"]["splits"]["val"]
+    assert m["epochs"][0]["train_samples"] >= m["lt"]["splits"]["train"]
+    assert (run / "best" / "model.safetensors").is_file() and (run / "ema" / "model.safetensors").is_file()
+    assert "top1" in m["ema"]["test"]
