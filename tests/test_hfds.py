@@ -109,7 +109,8 @@ def test_hfds_names_route_through_the_registry():
     assert "hfds/<id or path>" in list_datasets()
     assert DATASETS.canonical("HFDS/User/My-Set") == "hfds/User/My-Set"  # the id is kept verbatim
     assert DATASETS.label("hfds/User/My-Set") == "hfds/User/My-Set"
-    assert DATASETS.get("hfds/user/x").name == "hfds"
+    entry = DATASETS.get("hfds/user/x")  # what the model card reads: the full name as name and label
+    assert entry.name == entry.display == "hfds/user/x" and entry.meta["name_arg"] == "name_or_path"
     with pytest.raises(ValueError, match=r"Unknown dataset 'hfd/user/x'.*Available datasets: .*hfds/<id or path>") as e:
         build_dataset("hfd/user/x")
     one_line(e)

@@ -13,13 +13,13 @@ one function with ``@register_dataset("name")``. A builder registered with ``met
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 
-from .._registry import Registry
+from .._registry import Registry, RegistryEntry
 from .arrays import ImageArrays, TensorImageDataset
 from .cifar_lt import CIFAR_SPECS, cifar_lt_indices, load_cifar
 from .embedded import load_digits_arrays
@@ -60,6 +60,13 @@ class DatasetRegistry(Registry):
     def _resolve(self, name: str) -> str:
         key, rest = self.split_name(name)
         return key if rest is not None else super()._resolve(name)
+
+    def get(self, name: str) -> RegistryEntry:
+        """The entry for ``name``; for ``prefix/rest`` the prefix's entry named and labelled ``prefix/rest``."""
+        key, rest = self.split_name(name)
+        if rest is None:
+            return super().get(name)
+        return replace(self._entries[key], name=f"{key}/{rest}", label=f"{key}/{rest}")
 
     def canonical(self, name: str) -> str:
         key, rest = self.split_name(name)
