@@ -164,6 +164,18 @@ def test_parquet_and_saved_forms_agree(sources, cache):
     assert single.class_counts == ref["counts"] and single.test is None
 
 
+def test_a_parquet_folder_whose_readme_declares_its_splits(sources, tmp_path, cache):
+    """The Hub layout with a dataset card: README.md's ``configs`` map files to splits, whatever their names."""
+    folder = tmp_path / "card"
+    (folder / "shards").mkdir(parents=True)
+    (folder / "shards" / "a.parquet").write_bytes((sources / "parquet/data/train-00000-of-00001.parquet").read_bytes())
+    (folder / "shards" / "b.parquet").write_bytes((sources / "parquet/data/test-00000-of-00001.parquet").read_bytes())
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+                                      "    path: shards/a.parquet\n  - split: test\n    path: shards/b.parquet\n---\n")
+    ds = build(folder, cache, val_fraction=0)
+    assert ds.class_counts == COUNTS and ds.meta["test_counts"] == [TEST_PER_CLASS] * 5 and ds.class_names == NAMES
+
+
 def test_an_image_folder_and_a_corrupt_parquet_file(tmp_path, cache):
     images, y = rows([6, 3])
     for i, (b, c) in enumerate(zip(images, y)):

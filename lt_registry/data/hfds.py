@@ -33,12 +33,15 @@ Splits: ``train_split`` (default ``train``); validation ``val_split`` (default `
 ``valid``), else a stratified hold-out of ``val_fraction`` of every class of the training split
 (:func:`~lt_registry.data.holdout.stratified_holdout`, seeded with ``seed``); test ``test_split`` (default ``test``
 when there is one). Class counts are the natural ones, read from the label column alone (no image is decoded);
-``imb_factor`` subsamples the training split further by docs/method.md §4's rule.
+``imb_factor`` subsamples the training split further by the own-data rule of docs/method.md §4.3 (the §4 profile over
+the classes ranked by size, :func:`~lt_registry.data.own.long_tail_subsample`, as the ``folder`` builder does).
 
-Images are decoded with PIL when a sample is drawn and converted to RGB from any mode (L, LA, P, RGBA, CMYK, I;16,
-...). An image that cannot be decoded never stops a run: a readable image of the same class stands in for it
-(the next one in the split's order, deterministically) and the index is marked in shared memory, so
-:meth:`HFImageDataset.failed_indices` lists it in the main process even when DataLoader workers did the reading.
+Images are decoded with PIL when a sample is drawn and converted to 8-bit RGB from any mode by
+:func:`lt_registry.data.files.to_rgb` (L, P, CMYK, I;16, ...; alpha composited over white). An image that cannot be
+decoded never stops a run: :class:`HFImageDataset` is an :class:`~lt_registry.data.files.ImageFileDataset` over rows,
+so the next readable image of the same class (in dataset order, deterministically) stands in for it and the index
+is marked in shared memory; :meth:`HFImageDataset.failed_indices` lists it in the main process even when DataLoader
+workers did the reading.
 """
 from __future__ import annotations
 
