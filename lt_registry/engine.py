@@ -36,7 +36,9 @@ def build_optimizer(model: nn.Module, args: Any) -> torch.optim.Optimizer:
         kw["eps"] = args.opt_eps
     if getattr(args, "opt_betas", None):
         kw["betas"] = tuple(args.opt_betas)
-    kw.update(getattr(args, "opt_kwargs_parsed", None) or {})
+    if getattr(args, "opt_kwargs", None):
+        from .config import parse_kv
+        kw.update(parse_kv(args.opt_kwargs, "--opt-kwargs"))
     if getattr(args, "layer_decay", None) is not None:
         kw["layer_decay"] = args.layer_decay
     return create_optimizer_v2(model, args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,

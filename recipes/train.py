@@ -115,7 +115,7 @@ def training_function(args: argparse.Namespace) -> int:
         lower_is_better = _lower_is_better(args.eval_metric)
     if args.grad_accum_steps < 1:
         raise RunError(f"--grad-accum-steps must be >= 1, got {args.grad_accum_steps}")
-    args.opt_kwargs_parsed = parse_kv(args.opt_kwargs, "--opt-kwargs")
+    parse_kv(args.opt_kwargs, "--opt-kwargs")  # malformed pairs fail here, before anything is built
 
     if args.push_to_hub:  # fail before training, not after it
         if not args.hub_model_id:

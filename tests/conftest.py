@@ -60,7 +60,7 @@ def fake_grid(root: Path):
 
     from lt_registry.grid import expand_grid
 
-    cells = expand_grid(["none", "unimix"], ["ce", "bayias"], ["cifar10_lt"], [100.0], [0, 1])
+    cells = expand_grid(["none", "unimix:paper"], ["ce", "bayias"], ["cifar10_lt"], [100.0], [0, 1])
     runs = Path(root) / "runs"
     top1 = {("none", "ce"): (70.0, 72.0), ("none", "bayias"): (78.0, 80.0), ("unimix", "ce"): (76.0, None),
             ("unimix", "bayias"): (82.0, 83.0)}

@@ -29,7 +29,7 @@ def accelerator():
 
 def _opt_args(**kw):
     base = dict(opt="sgd", lr=0.1, weight_decay=0.0, momentum=0.0, wd_norm_bias=True, opt_eps=None, opt_betas=None,
-                opt_kwargs_parsed={}, layer_decay=None)
+                opt_kwargs=[], layer_decay=None)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -148,7 +148,7 @@ def test_layer_decay_scales_each_group_lr():
 def test_opt_options_reach_the_optimizer():
     model = nn.Linear(3, 2)
     opt = build_optimizer(model, _opt_args(opt="adamw", lr=1e-3, opt_eps=1e-6, opt_betas=[0.8, 0.95],
-                                           opt_kwargs_parsed={"amsgrad": True}))
+                                           opt_kwargs=["amsgrad=true"]))
     g = opt.param_groups[0]
     assert type(opt).__name__ == "AdamW" and g["eps"] == 1e-6 and tuple(g["betas"]) == (0.8, 0.95) and g["amsgrad"]
 

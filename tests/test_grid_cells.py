@@ -13,8 +13,12 @@ from lt_registry.grid.gridfile import GRID_FILE_HELP, GRID_KEYS, load_grid_file,
 
 def test_specs_expand_to_train_flags():
     assert MixSpec.parse("unimix:official").train_flags() == ["--mix", "unimix", "--preset", "official"]
-    assert MixSpec.parse("unimix").train_flags() == ["--mix", "unimix", "--preset", "paper"]
-    assert MixSpec.parse("unimix:paper") == MixSpec.parse("unimix")
+    assert MixSpec.parse("unimix").train_flags() == ["--mix", "unimix", "--preset", "official"]  # train.py's default
+    assert MixSpec.parse("unimix:paper").train_flags() == ["--mix", "unimix", "--preset", "paper"]
+    assert MixSpec.parse("unimix:official") == MixSpec.parse("unimix")
+    # folder names leave out the 'paper' preset only, so a name always says which preset trained it
+    assert MixSpec.parse("unimix:paper").token == "unimix" and MixSpec.parse("unimix").token == "unimix.official"
+    assert MixSpec.parse("unimix:paper").spec == "unimix:paper" and MixSpec.parse("unimix:paper").label == "UniMix (paper)"
     assert MixSpec.parse("mixup").train_flags() == ["--mix", "mixup"]
     assert LossSpec.parse("ldam+drw").train_flags() == ["--loss", "ldam", "--drw"]
     assert LossSpec.parse("bayias").train_flags() == ["--loss", "bayias"]

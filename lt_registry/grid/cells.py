@@ -5,7 +5,8 @@ Axis specs:
 
 - mixer ``name[:preset]``: any registered mixer (``none``, ``mixup``, ``remix``, ``unimix``, ...); a preset
   (``lt_registry.UNIMIX_PRESETS``, docs/method.md §1.3) applies to UniMix only, and ``unimix`` alone means the
-  training recipe's default preset (``paper``).
+  training recipe's default preset (``official``). Cells always pass ``--preset``; run-folder names leave out
+  the ``paper`` preset (:data:`UNNAMED_PRESET`) and name every other one.
 - loss ``name[+drw]``: any registered loss; ``ldam+drw`` is ``--loss ldam --drw`` (deferred re-weighting).
 
 Labels and table order come from the registries (``MIXERS.label``, ``LOSSES.sort_key``), so a component
@@ -15,8 +16,10 @@ registered anywhere shows up in the grid under its own label.
 ['--mix', 'unimix', '--preset', 'official']
 >>> LossSpec.parse("ldam+drw").train_flags()
 ['--loss', 'ldam', '--drw']
->>> make_cell("cifar10_lt", 100, "unimix", "bayias", 0).name
+>>> make_cell("cifar10_lt", 100, "unimix:paper", "bayias", 0).name
 'cifar10_lt-r100-unimix-bayias-s0'
+>>> make_cell("cifar10_lt", 100, "unimix", "bayias", 0).name
+'cifar10_lt-r100-unimix.official-bayias-s0'
 """
 from __future__ import annotations
 
@@ -104,10 +107,17 @@ def _default_preset() -> str:
     return str(build_parser().get_default("preset"))
 
 
+#: the UniMix preset that run-folder names leave out (``...-unimix-bayias-s0``); every other preset is named
+#: (``...-unimix.official-bayias-s0``). Fixed, not the recipe's default, so that a folder name always says which
+#: preset trained it, in the published grids (written when ``paper`` was the default) and in new ones alike.
+UNNAMED_PRESET = "paper"
+
+
 # ---- specs ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MixSpec:
-    """A mixer and, for UniMix, its preset (docs/method.md §1.3). ``unimix`` means the default preset."""
+    """A mixer and, for UniMix, its preset (docs/method.md §1.3). ``unimix`` alone means the training recipe's
+    default preset (``official``); ``unimix:paper`` and ``unimix:official`` name one."""
 
     name: str
     preset: Optional[str] = None
@@ -131,21 +141,19 @@ class MixSpec:
         return cls(name, None)
 
     @property
-    def is_default(self) -> bool:
-        return self.preset in (None, _default_preset())
-
-    @property
     def spec(self) -> str:
-        return self.name if self.is_default else f"{self.name}:{self.preset}"
+        """``unimix:paper``, ``unimix:official``, ``mixup``: explicit, whatever the recipe's default."""
+        return self.name if self.preset is None else f"{self.name}:{self.preset}"
 
     @property
     def token(self) -> str:
-        return self.spec.replace(":", ".")
+        """The run-folder name part (:data:`UNNAMED_PRESET` left out)."""
+        return self.name if self.preset in (None, UNNAMED_PRESET) else f"{self.name}.{self.preset}"
 
     @property
     def label(self) -> str:
         base = MIXERS.label(self.name)
-        return base if self.is_default else f"{base} ({self.preset})"
+        return base if self.preset is None else f"{base} ({self.preset})"
 
     @property
     def sort_key(self) -> Tuple[Any, ...]:

@@ -50,7 +50,7 @@ LAUNCHERS = ("python", "accelerate")
 GRID_FILE_HELP = (__doc__ or "::\n").split("::\n", 1)[1].rstrip()  # (no docstrings under python -OO)
 # train.py options that do not change a run's result: a finished cell is not flagged when only these differ
 _RESULT_NEUTRAL = {"output", "experiment", "resume", "config", "workers", "no_progress", "eval_interval", "log_with",
-                   "checkpoint_keep", "push_to_hub", "hub_model_id", "hub_private"}
+                   "checkpoint_keep", "push_to_hub", "hub_model_id", "hub_private", "eval_metric"}
 
 
 def load_grid_file(path: Any) -> Dict[str, Any]:

@@ -263,7 +263,8 @@ class PaperTables:
 
 
 def _key(dataset: Any, rho: Any, mix: Any, loss: Any) -> Key:
-    return (str(dataset), float(rho), MixSpec.parse(str(mix)).spec, LossSpec.parse(str(loss)).spec)
+    """The paper reports one UniMix: a cell of either preset is compared with it (the key drops the preset)."""
+    return (str(dataset), float(rho), MixSpec.parse(str(mix)).name, LossSpec.parse(str(loss)).spec)
 
 
 def load_paper_tables(text: str, where: str = "paper tables") -> PaperTables:
@@ -301,7 +302,7 @@ def paper_reference(group: Group) -> Tuple[Optional[float], Optional[Tuple[float
     """(top-1, (ECE, MCE)) the paper reports for this group's setting, where it reports one."""
     if group.variant or group.imb_factor is None:
         return None, None
-    key = (group.dataset, float(group.imb_factor), group.mix_spec, group.loss_spec)
+    key = _key(group.dataset, group.imb_factor, group.mix_spec, group.loss_spec)
     t = paper_tables()
     return t.top1.get(key), t.calibration.get(key)
 
