@@ -63,9 +63,14 @@ def make_dataset(counts, names=NAMES, start: int = 0, label_feature=None, labels
     return datasets.Dataset.from_dict(data, features=datasets.Features(feats))
 
 
+def lt_dict_of() -> "datasets.DatasetDict":
+    """The test data: a long-tailed train split (COUNTS) and a balanced test split, as a DatasetDict."""
+    return datasets.DatasetDict(train=make_dataset(COUNTS), test=make_dataset([TEST_PER_CLASS] * 5, start=1000))
+
+
 @pytest.fixture(scope="module")
 def lt_dict():
-    return datasets.DatasetDict(train=make_dataset(COUNTS), test=make_dataset([TEST_PER_CLASS] * 5, start=1000))
+    return lt_dict_of()
 
 
 def write_parquet(dd, folder: Path, layout: str = "hub") -> Path:

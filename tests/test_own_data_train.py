@@ -189,3 +189,33 @@ def test_two_processes_on_an_own_folder_with_a_timm_model(folder, tmp_path):
     assert m["epochs"][0]["train_samples"] >= m["lt"]["splits"]["train"]
     assert (run / "best" / "model.safetensors").is_file() and (run / "ema" / "model.safetensors").is_file()
     assert "top1" in m["ema"]["test"]
+
+
+def test_a_hub_dataset_id_trains_end_to_end(tmp_path):
+    """--dataset hfds/USER/NAME through the real datasets / huggingface_hub clients against the loopback
+    Hub-protocol server: the run's counts and class names are the Hub dataset's."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("datasets")
+    from hub_server import FakeHub
+    from test_hfds import COUNTS as HUB_COUNTS, NAMES, hub_env, lt_dict_of, write_parquet
+
+    from conftest import ROOT, TRAIN
+    from lt_registry.data.holdout import holdout_counts
+
+    parquet = write_parquet(lt_dict_of(), tmp_path / "parquet")
+    with FakeHub() as hub:
+        hub.add_dataset("user/my-lt-set", {str(p.relative_to(parquet)): p.read_bytes()
+                                           for p in sorted(parquet.rglob("*.parquet"))})
+        cmd = [sys.executable, str(TRAIN), "--dataset", "hfds/user/my-lt-set", "--model", "resnet20_cifar",
+               "--img-size", "32", "--mix", "unimix", "--loss", "bayias", "--output", str(tmp_path),
+               "--experiment", "hub", *FAST]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=hub_env(hub.url, tmp_path / "hf_home"),
+                           cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    cfg = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert cfg["lt"]["class_names"] == NAMES and cfg["label_names"] == NAMES
+    assert cfg["lt"]["class_counts"] == (np.array(HUB_COUNTS) - holdout_counts(HUB_COUNTS, 0.1)).tolist()
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "hfds/user/my-lt-set" in card
