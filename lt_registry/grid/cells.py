@@ -246,8 +246,9 @@ class Cell:
 
 def cell_name(dataset: str, imb_factor: Optional[float], mix: MixSpec, loss: LossSpec, seed: int,
               variant: str = "") -> str:
-    """Deterministic run-folder name: ``<dataset>[-r<rho>]-<mixer>-<loss>-s<seed>[-<variant>]``."""
-    parts = [dataset] + ([f"r{format_rho(imb_factor)}"] if imb_factor is not None else [])
+    """Deterministic run-folder name: ``<dataset>[-r<rho>]-<mixer>-<loss>-s<seed>[-<variant>]``; a dataset name
+    with other characters (``hfds/user/my-set``) is flattened to one folder-name part (``hfds_user_my_set``)."""
+    parts = [re.sub(r"[^A-Za-z0-9._+]+", "_", dataset)] + ([f"r{format_rho(imb_factor)}"] if imb_factor is not None else [])
     parts += [mix.token, loss.token, f"s{seed}"] + ([variant] if variant else [])
     return "-".join(parts)
 
