@@ -19,10 +19,37 @@ from ._registry import list_losses, list_mixers, list_samplers
 from .mixers.unimix import UNIMIX_PRESETS
 
 __all__ = ["RunError", "user_input_errors", "read_yaml_mapping", "build_parser", "parse_args", "parse_kv",
-           "TRAIN_ARGS_FILE"]
+           "TRAIN_ARGS_FILE", "RESULT_NEUTRAL_OPTIONS", "changed_options"]
 
 #: every option of a run, written by the recipe and read back by ``--resume``, the grid and the model card
 TRAIN_ARGS_FILE = "train_args.yaml"
+
+
+#: options that do not change a run's final weights: a resume or a finished grid cell may differ in these. Data
+#: loading workers are among them because augmentation is seeded per sample (lt_registry.data.seeding).
+RESULT_NEUTRAL_OPTIONS = frozenset({
+    "output", "experiment", "resume", "resume_override", "config", "workers", "no_progress", "eval_interval",
+    "eval_metric", "log_with", "checkpoint_keep", "checkpoint_interval_steps", "push_to_hub", "hub_model_id",
+    "hub_private"})
+
+
+def changed_options(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
+    """Result-affecting options whose value in ``now`` differs from ``saved`` (a run's train_args.yaml), as
+    ``"lr: 0.1 -> 0.05"``; options missing from ``saved`` (added to the recipe later) are not compared."""
+    diffs = []
+    for k, b in sorted(now.items()):
+        if k in RESULT_NEUTRAL_OPTIONS or k not in saved:
+            continue
+        a = saved[k]
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            same = float(a) == float(b)
+        elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            same = list(a) == list(b)
+        else:
+            same = a == b
+        if not same:
+            diffs.append(f"{k}: {a!r} -> {b!r}")
+    return diffs
 
 
 class RunError(RuntimeError):
@@ -184,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation metric that picks the best checkpoint (best/): top1, ece, nll, brier, ...; "
                         "lower-is-better metrics are minimised")
     g.add_argument("--checkpoint-keep", type=int, default=1)
+    g.add_argument("--checkpoint-interval-steps", type=int, default=0, metavar="N",
+                   help="also checkpoint every N batches within an epoch (long epochs); a resume continues at the "
+                        "next batch, exactly (0: at epoch ends only)")
+    g.add_argument("--resume-override", action="store_true",
+                   help="with --resume: accept options that differ from the run's own (another seed, batch size, "
+                        "mixer, ...); without it such a resume is refused")
     g.add_argument("--log-with", default=None, help="accelerate tracker(s): tensorboard, wandb, ... or 'all'")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--push-to-hub", action="store_true", help="push the finished run folder to the Hub")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 __all__ = ["NonFiniteLossError", "TrainState", "train_one_epoch", "evaluate", "CheckpointManager", "build_optimizer",
-           "clip_gradients"]
+           "clip_gradients", "skip_batches"]
 
 
 def build_optimizer(model: nn.Module, args: Any) -> torch.optim.Optimizer:
@@ -68,11 +68,19 @@ class TrainState:
     best_epoch: int = -1
     best_value: float = float("nan")
     optimizer_steps: int = 0
+    # mid-epoch position (--checkpoint-interval-steps): the next batch of epoch ``epoch`` and the epoch's running
+    # loss sum and sample count so far, so the resumed epoch reports the same mean loss as an uninterrupted one
+    step: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_seen: float = 0.0
+    resumes: List[Dict[str, Any]] = field(default_factory=list)  # where each resume of the run started
 
     def state_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"epoch": self.epoch, "history": json.dumps(self.history), "elapsed_s": self.elapsed_s,
                              "best_epoch": self.best_epoch, "best_value": self.best_value,
-                             "optimizer_steps": self.optimizer_steps}
+                             "optimizer_steps": self.optimizer_steps, "step": self.step,
+                             "epoch_loss_sum": self.epoch_loss_sum, "epoch_seen": self.epoch_seen,
+                             "resumes": json.dumps(self.resumes)}
         for name, g in self.generators.items():
             d[f"generator.{name}"] = g.get_state()
         return d
@@ -84,6 +92,10 @@ class TrainState:
         self.best_epoch = int(d.get("best_epoch", -1))
         self.best_value = float(d.get("best_value", float("nan")))
         self.optimizer_steps = int(d.get("optimizer_steps", 0))
+        self.step = int(d.get("step", 0))
+        self.epoch_loss_sum = float(d.get("epoch_loss_sum", 0.0))
+        self.epoch_seen = float(d.get("epoch_seen", 0.0))
+        self.resumes = json.loads(d["resumes"]) if "resumes" in d else []
         for name, g in self.generators.items():
             if f"generator.{name}" in d:
                 g.set_state(d[f"generator.{name}"].cpu())
@@ -95,14 +107,34 @@ class TrainState:
         return value < self.best_value if lower_is_better else value > self.best_value
 
 
-def _cycle(loader: Any, epoch: int) -> Iterator[Any]:
-    """Endless iterator over a partner loader (its sampler advances its epoch each pass)."""
+def skip_batches(loader: Any, n: int, accelerator: Any = None) -> Any:
+    """``loader`` without its first ``n`` batches of the current epoch, without loading them: the fast path's
+    loader slices its batch list; a (prepared) DataLoader goes through ``accelerator.skip_first_batches``."""
+    if n <= 0:
+        return loader
+    if hasattr(loader, "skip_first_batches"):
+        return loader.skip_first_batches(n)
+    if accelerator is None:
+        raise ValueError("skipping the batches of a DataLoader needs the accelerator")
+    return accelerator.skip_first_batches(loader, n)
+
+
+def _cycle(loader: Any, epoch: int, skip: int = 0, accelerator: Any = None) -> Iterator[Any]:
+    """Endless iterator over a partner loader (its sampler advances its epoch each pass), starting ``skip``
+    batches in (a resumed mid-epoch run: the partner batches the finished steps already used)."""
     n = 0
+    try:
+        per_pass = len(loader)
+    except TypeError:
+        per_pass = 0
+    if skip and per_pass:
+        n, skip = divmod(skip, per_pass)
     while True:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch * 1000 + n)
-        for batch in loader:
+        for batch in skip_batches(loader, skip, accelerator):
             yield batch
+        skip = 0
         n += 1
 
 
@@ -131,7 +163,8 @@ def train_one_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, optimizer
                     generator: Optional[torch.Generator] = None, check_every: int = 50,
                     progress: bool = False, batch_transform: Optional[Callable] = None, accum_steps: int = 1,
                     clip_grad: Optional[float] = None, clip_mode: str = "norm", ema: Any = None,
-                    state: Any = None) -> Dict[str, float]:
+                    state: Any = None, start_step: int = 0, checkpoint_every: int = 0,
+                    on_checkpoint: Optional[Callable[[int, float, float], None]] = None) -> Dict[str, float]:
     """One epoch. ``mixer=None`` trains on plain labels. ``partner_loader`` supplies the dataset-level
     UniMix partners (paper Algorithm 1). ``batch_transform(x) -> x`` runs on the device before mixing
     (the fast path's augmentation).
@@ -140,29 +173,38 @@ def train_one_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, optimizer
     batches in its group, so ``k`` batches of ``B`` give the gradient of one batch of ``k * B`` when the loss is a
     mean; the epoch's last group may be shorter and is divided by its own size, as in timm). ``clip_grad`` /
     ``clip_mode``: :func:`clip_gradients` before each step. ``ema``: a timm ``ModelEmaV3`` updated after each
-    optimizer step. ``state`` (a :class:`TrainState`) counts the optimizer steps. Returns the mean loss and the
-    number of samples (all processes)."""
+    optimizer step. ``state`` (a :class:`TrainState`) counts the optimizer steps.
+
+    Mid-epoch checkpoints: every ``checkpoint_every`` batches (at an optimizer-step boundary, never with a
+    non-finite loss pending) ``on_checkpoint(next_step, loss_sum, seen)`` is called on every process (it saves
+    the state). ``start_step`` resumes such an epoch: the first ``start_step`` batches (and as many partner
+    batches) are skipped without being loaded, and ``state.epoch_loss_sum`` / ``state.epoch_seen`` carry the
+    finished part's loss. Returns the mean loss and the number of samples (all processes)."""
     import contextlib
 
     model.train()
     device = accelerator.device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    seen = torch.zeros((), device=device, dtype=torch.float64)
+    start_step = max(int(start_step), 0)
+    resumed = start_step > 0 and state is not None
+    loss_sum = torch.full((), state.epoch_loss_sum if resumed else 0.0, device=device, dtype=torch.float64)
+    seen = torch.full((), state.epoch_seen if resumed else 0.0, device=device, dtype=torch.float64)
     bad_step = torch.full((), -1, device=device, dtype=torch.long)
-    partners = _cycle(partner_loader, epoch) if partner_loader is not None else None
+    partners = (_cycle(partner_loader, epoch, skip=start_step if mixer is not None else 0, accelerator=accelerator)
+                if partner_loader is not None else None)
     accum_steps = max(int(accum_steps), 1)
     try:
         n_batches = len(loader)
     except TypeError:
         n_batches = None
     last_group = (n_batches - n_batches % accum_steps) if (n_batches and accum_steps > 1) else None
+    loader = skip_batches(loader, start_step, accelerator)
     it = loader
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(loader, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
-    step = -1
-    for step, (x, y) in enumerate(it):
+    step = start_step - 1
+    for step, (x, y) in enumerate(it, start=start_step):
         if batch_transform is not None:
             x = batch_transform(x)
         target: Any = y
@@ -198,6 +240,10 @@ def train_one_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, optimizer
         seen += y.shape[0]
         if check_every and (step + 1) % check_every == 0:
             _raise_if_bad(accelerator, bad_step, loss_sum, epoch)
+        if (on_checkpoint is not None and checkpoint_every and update and (step + 1) % checkpoint_every == 0
+                and (n_batches is None or step + 1 < n_batches)):
+            _raise_if_bad(accelerator, bad_step, loss_sum, epoch)
+            on_checkpoint(step + 1, float(loss_sum), float(seen))
     if accum_steps > 1 and n_batches is None and (step + 1) % accum_steps:  # unsized loader: step on what is left
         clip_gradients(model, accelerator, clip_grad, clip_mode)
         optimizer.step()
@@ -206,6 +252,7 @@ def train_one_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, optimizer
     total = accelerator.reduce(torch.stack([loss_sum, seen]), reduction="sum")
     return {"train_loss": float(total[0] / total[1].clamp_min(1)), "train_samples": int(total[1]),
             "train_steps": step + 1, "epoch_time_s": time.perf_counter() - t0}
+
 
 
 def _raise_if_bad(accelerator: Any, bad_step: torch.Tensor, loss_sum: torch.Tensor, epoch: int) -> None:
@@ -260,9 +307,11 @@ class CheckpointManager:
                                     "incomplete; remove the run folder's checkpoints/latest to start over.")
         return target
 
-    def save(self, epoch: int) -> Path:
+    def save(self, epoch: int, step: Optional[int] = None) -> Path:
+        """Save the state after epoch ``epoch`` (``epoch_XXXX``) or, mid-epoch, before batch ``step`` of it
+        (``epoch_XXXX_step_YYYYYYY``; names sort in training order)."""
         acc = self.accelerator
-        name = f"epoch_{epoch:04d}"
+        name = f"epoch_{epoch:04d}" + (f"_step_{step:07d}" if step is not None else "")
         final, tmp = self.dir / name, self.dir / (name + ".tmp")
         if acc.is_main_process:
             self.dir.mkdir(parents=True, exist_ok=True)

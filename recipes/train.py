@@ -89,6 +89,19 @@ def _failed_samples(dataset: Any) -> List[str]:
     return []
 
 
+def check_resume_options(args: argparse.Namespace) -> None:
+    """A resume continues the run its folder describes: options given on the command line that change the result
+    (another seed, batch size, mixer, loss, dataset, ...) are refused, naming them, unless --resume-override."""
+    from lt_registry.config import TRAIN_ARGS_FILE, changed_options, read_yaml_mapping
+
+    saved = read_yaml_mapping(Path(args.resume) / TRAIN_ARGS_FILE, "the run's train arguments", "option: value")
+    diffs = changed_options(saved, vars(args))
+    if diffs and not args.resume_override:
+        raise RunError(f"--resume {args.resume}: these options differ from the run's own and would change its result: "
+                       f"{'; '.join(diffs)}. Drop them to continue the run as it was, or pass --resume-override to "
+                       "continue with them anyway (recorded in train_args.yaml)")
+
+
 # ---- the training function ----------------------------------------------------------------------------
 def training_function(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
@@ -98,6 +111,7 @@ def training_function(args: argparse.Namespace) -> int:
     from lt_registry.data import is_dataset, list_datasets
     from lt_registry.data.device_loader import DeviceTensorLoader, fits_on_device
     from lt_registry.data.pipeline import configure_transforms
+    from lt_registry.data.seeding import SeededDataset, SeededSampler
     from lt_registry.engine import (CheckpointManager, NonFiniteLossError, TrainState, build_optimizer, evaluate,
                                     train_one_epoch)
     from lt_registry.metrics import report_metrics
@@ -116,6 +130,11 @@ def training_function(args: argparse.Namespace) -> int:
     if args.grad_accum_steps < 1:
         raise RunError(f"--grad-accum-steps must be >= 1, got {args.grad_accum_steps}")
     parse_kv(args.opt_kwargs, "--opt-kwargs")  # malformed pairs fail here, before anything is built
+
+    if args.resume:
+        check_resume_options(args)
+    if args.checkpoint_interval_steps < 0:
+        raise RunError(f"--checkpoint-interval-steps must be >= 0, got {args.checkpoint_interval_steps}")
 
     if args.push_to_hub:  # fail before training, not after it
         if not args.hub_model_id:
@@ -211,10 +230,17 @@ def training_function(args: argparse.Namespace) -> int:
         train_loader = device_loader(ds.train, sampler, "aug")
         partner_loader = device_loader(ds.train, partner_sampler, "partner_aug") if partner_sampler else None
     else:
+        # augmentation seeded per sample from (seed, epoch, position): the same in every worker, process and
+        # resumed run (lt_registry/data/seeding.py); the loaders' own generator keeps worker start-up from
+        # drawing on the global RNG that dropout uses
         loader_kw = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=dev.type == "cuda",
                          persistent_workers=args.workers > 0, drop_last=False)
-        train_loader = DataLoader(ds.train, sampler=sampler, **loader_kw)
-        partner_loader = DataLoader(ds.train, sampler=partner_sampler, **loader_kw) if partner_sampler else None
+        train_loader = DataLoader(SeededDataset(ds.train, args.seed), sampler=SeededSampler(sampler, args.seed),
+                                  generator=torch.Generator().manual_seed(args.seed), **loader_kw)
+        partner_loader = DataLoader(SeededDataset(ds.train, args.seed + 1),
+                                    sampler=SeededSampler(partner_sampler, args.seed + 1),
+                                    generator=torch.Generator().manual_seed(args.seed + 1),
+                                    **loader_kw) if partner_sampler else None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -239,10 +265,15 @@ def training_function(args: argparse.Namespace) -> int:
     accelerator.register_for_checkpointing(state)
     ckpt = CheckpointManager(run_dir, accelerator, keep=args.checkpoint_keep)
 
+    resumed_from = None
     if args.resume:
-        if ckpt.load_latest() is None:
+        loaded = ckpt.load_latest()
+        if loaded is None:
             raise RunError(f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}")
-        say(f"resumed {run_dir} at epoch {state.epoch}")
+        resumed_from = {"checkpoint": loaded.name, "epoch": state.epoch, "step": state.step}
+        state.resumes.append(resumed_from)
+        say(f"resumed {run_dir} from checkpoint {loaded.name}: epoch {state.epoch} (0-indexed), "
+            + (f"batch {state.step} of it" if state.step else "at its start"))
     lt_block = lt_block_of_run(ds, prior, args, schedule=sched, mixer=mixer, versions=describe_versions(),
                                data_config=data_config)
     if accelerator.is_main_process:
@@ -282,6 +313,13 @@ def training_function(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress and accelerator.is_local_main_process
     t_start, elapsed_before = time.perf_counter(), state.elapsed_s
+    first_epoch, first_step = state.epoch, state.step
+
+    def checkpoint_mid_epoch(next_step: int, loss_sum: float, seen: float) -> None:
+        state.step, state.epoch_loss_sum, state.epoch_seen = next_step, loss_sum, seen
+        state.elapsed_s = elapsed_before + time.perf_counter() - t_start
+        ckpt.save(state.epoch, step=next_step)
+
     try:
         for epoch in range(state.epoch, args.epochs):
             scheduler.step(epoch)
@@ -294,7 +332,10 @@ def training_function(args: argparse.Namespace) -> int:
                                     partner_loader=partner_loader if mixing else None,
                                     generator=generators["mix"], progress=progress,
                                     accum_steps=args.grad_accum_steps, clip_grad=args.clip_grad,
-                                    clip_mode=args.clip_mode, ema=ema, state=state)
+                                    clip_mode=args.clip_mode, ema=ema, state=state,
+                                    start_step=first_step if epoch == first_epoch else 0,
+                                    checkpoint_every=args.checkpoint_interval_steps,
+                                    on_checkpoint=checkpoint_mid_epoch)
             row: Dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "mixing": mixing, **stats}
             last = epoch == args.epochs - 1
             if val_loader is not None and (last or (args.eval_interval and (epoch + 1) % args.eval_interval == 0)):
@@ -310,6 +351,7 @@ def training_function(args: argparse.Namespace) -> int:
                                                  "epoch": epoch}), data_config)
                     accelerator.wait_for_everyone()
             state.epoch = epoch + 1
+            state.step, state.epoch_loss_sum, state.epoch_seen = 0, 0.0, 0.0
             state.history.append(row)
             state.elapsed_s = elapsed_before + time.perf_counter() - t_start
             ckpt.save(epoch)
@@ -323,7 +365,7 @@ def training_function(args: argparse.Namespace) -> int:
                        f"resume with --resume {run_dir} after fixing the cause.") from None
 
     # ---- after training: validation numbers of the final model, then the test split, read once ----------------
-    extra: Dict[str, Any] = {}
+    extra: Dict[str, Any] = {"resumed_from": state.resumes} if state.resumes else {}
     final_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     if val_loader is not None:
         extra["val"] = {k: v for k, v in score(*evaluate(model, val_loader, accelerator)).items()

@@ -96,8 +96,19 @@ class DeviceTensorLoader:
         for start in range(self.process_index * B if world > 1 else 0, len(order), step):
             yield order[start:start + B]
 
+    def skip_first_batches(self, n: int) -> "_Skipped":
+        """This epoch's batches from the ``n``-th on (a mid-epoch resume): the skipped batches are neither
+        gathered nor augmented, so the augmentation generator (restored from the checkpoint) continues where
+        it stopped."""
+        return _Skipped(self, int(n))
+
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        for idx in self._my_batches():
+        return self._iter_from(0)
+
+    def _iter_from(self, first: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for k, idx in enumerate(self._my_batches()):
+            if k < first:
+                continue
             x = self.transform(self.images[idx])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -110,3 +121,17 @@ class DeviceTensorLoader:
 
     def state_dict(self) -> Dict[str, Any]:
         return {"epoch": self.epoch}
+
+
+class _Skipped:
+    """A :class:`DeviceTensorLoader` epoch without its first ``n`` batches (``len`` counts what is left)."""
+
+    def __init__(self, loader: DeviceTensorLoader, n: int):
+        self.loader, self.n = loader, n
+        self.replicated = loader.replicated
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        return self.loader._iter_from(self.n)
+
+    def __len__(self) -> int:
+        return max(len(self.loader) - self.n, 0)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..config import TRAIN_ARGS_FILE, RunError, parse_args, read_yaml_mapping
+from ..config import RESULT_NEUTRAL_OPTIONS, TRAIN_ARGS_FILE, RunError, changed_options, parse_args, read_yaml_mapping
 from .cells import (INCOMPLETE, OK, PENDING, GridError, as_list, check_token, expand_grid, folder_status, format_rho,
                     train_args_from_yaml)
 
@@ -49,8 +49,7 @@ LAUNCHERS = ("python", "accelerate")
 #: the grid file's keys as the command's --help shows them
 GRID_FILE_HELP = (__doc__ or "::\n").split("::\n", 1)[1].rstrip()  # (no docstrings under python -OO)
 # train.py options that do not change a run's result: a finished cell is not flagged when only these differ
-_RESULT_NEUTRAL = {"output", "experiment", "resume", "config", "workers", "no_progress", "eval_interval", "log_with",
-                   "checkpoint_keep", "push_to_hub", "hub_model_id", "hub_private", "eval_metric"}
+_RESULT_NEUTRAL = RESULT_NEUTRAL_OPTIONS
 
 
 def load_grid_file(path: Any) -> Dict[str, Any]:
@@ -237,23 +236,12 @@ def schedule_warnings(cells: Sequence[Any], resolved: Mapping[str, Mapping[str, 
 
 def settings_drift(run_dir: Path, opts: Mapping[str, Any]) -> List[str]:
     """Result-affecting options where a finished run (its train_args.yaml) differs from what the grid would run
-    now, as ``"lr: 0.1 -> 0.05"`` lines."""
+    now, as ``"lr: 0.1 -> 0.05"`` lines (:func:`lt_registry.config.changed_options`)."""
     try:
         saved = read_yaml_mapping(Path(run_dir) / TRAIN_ARGS_FILE, "train_args", "option: value", ValueError)
     except ValueError:
         return []
-    diffs = []
-    for k, b in sorted(opts.items()):
-        if k in _RESULT_NEUTRAL or k not in saved:
-            continue
-        a = saved[k]
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-            same = float(a) == float(b)
-        else:
-            same = a == b
-        if not same:
-            diffs.append(f"{k}: {a!r} -> {b!r}")
-    return diffs
+    return changed_options(saved, dict(opts))
 
 
 def describe_grid(s: GridSettings, cells: Sequence[Any], status: Mapping[str, str]) -> str:
