@@ -17,6 +17,8 @@ from . import samplers as _samplers  # noqa: F401  (registers the samplers)
 from . import metrics  # noqa: F401
 from . import models  # noqa: F401  (registers the CIFAR ResNets and resnet10_lt with timm)
 from . import hub  # noqa: F401
+from .calibration import (CALIBRATORS, Calibrator, CalibratorChain, create_calibrator, is_calibrator,
+                          list_calibrators, register_calibrator)
 
 from ._version import __version__
 
@@ -28,4 +30,6 @@ __all__ = [
     "ClassPrior", "long_tail_counts", "MixedTarget", "Mixer", "UNIMIX_PRESETS", "tau_from_code",
     "LTLoss", "DeferredReweighting", "class_balanced_weights", "ldam_margins",
     "posthoc_logit_adjustment", "adapt_logits_to_prior", "metrics", "__version__",
+    "CALIBRATORS", "Calibrator", "CalibratorChain",
+    "register_calibrator", "create_calibrator", "list_calibrators", "is_calibrator",
 ]
