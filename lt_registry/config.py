@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import yaml
 
 from ._registry import list_losses, list_mixers, list_samplers
-from .mixers.unimix import UNIMIX_PRESETS
+from .mixers.unimix import DEFAULT_UNIMIX_PRESET, UNIMIX_PRESETS
 
 __all__ = ["RunError", "user_input_errors", "read_yaml_mapping", "build_parser", "parse_args", "parse_kv",
            "TRAIN_ARGS_FILE", "RESULT_NEUTRAL_OPTIONS", "changed_options"]
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("method")
     g.add_argument("--mix", default="none", help=f"mixer: {', '.join(list_mixers())}")
     g.add_argument("--loss", default="ce", help=f"loss: {', '.join(list_losses())}")
-    g.add_argument("--preset", default="official", choices=list(UNIMIX_PRESETS),
+    g.add_argument("--preset", default=DEFAULT_UNIMIX_PRESET, choices=list(UNIMIX_PRESETS),
                    help="UniMix preset (docs/method.md §1.3): official (the released code's settings; the one that "
                         "reproduces the paper's gain in our 200-epoch runs) or paper (the settings of the paper's text)")
     g.add_argument("--mix-alpha", type=float, default=None, help="Beta concentration (mixer default if unset)")

@@ -2,7 +2,7 @@
 """Print the label distribution each mixer trains on (its effective label prior) next to the training prior.
 
     python recipes/effective_prior.py                                   # CIFAR-10-LT rho=100, the five mixers
-    python recipes/effective_prior.py --dataset cifar100_lt --mix unimix unimix:official --output prior.md
+    python recipes/effective_prior.py --dataset cifar100_lt --mix unimix:paper unimix:official --output prior.md
 
 Runs the registry's mixers on label batches drawn by the registry's samplers (no images, a few seconds):
 see :mod:`lt_registry.mixers.effective_prior`. Bayias (paper Eq. 14) compensates the *training* prior pi; a
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imb-factor", type=float, default=100.0, help="rho = n_max / n_min")
     p.add_argument("--counts", type=int, nargs="+", default=None, metavar="N",
                    help="explicit class counts instead of --dataset / --imb-factor")
-    p.add_argument("--mix", nargs="+", default=["none", "mixup", "remix", "unimix", "unimix:official"],
-                   metavar="SPEC", help="mixer specs as in the ablation grid (unimix = the 'paper' preset)")
+    p.add_argument("--mix", nargs="+", default=["none", "mixup", "remix", "unimix:paper", "unimix:official"],
+                   metavar="SPEC", help="mixer specs as in the ablation grid (unimix alone = the default 'official' "
+                                        "preset)")
     p.add_argument("--batches", type=int, default=400, help="mixed batches averaged per mixer")
     p.add_argument("-b", "--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -83,7 +83,7 @@ def _recipe():
 def test_recipe_writes_the_table(tmp_path, capsys):
     recipe = _recipe()
     out = tmp_path / "prior.md"
-    assert recipe.main(["--mix", "none", "unimix", "--batches", "50", "--output", str(out)]) == 0
+    assert recipe.main(["--mix", "none", "unimix:paper", "--batches", "50", "--output", str(out)]) == 0
     text = out.read_text()
     assert "| training prior pi | 40.3 | 24.2 |" in text and "UniMix(preset='paper'" in text
     assert len([ln for ln in text.splitlines() if ln.startswith("| ")]) == 4  # header + prior + 2 mixers

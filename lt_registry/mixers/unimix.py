@@ -25,7 +25,7 @@ from ..prior import as_prior
 from .base import Mixer, _check_alpha, sample_beta
 from .standard import _CountsOnDevice
 
-__all__ = ["UniMix", "UniMixPreset", "UNIMIX_PRESETS", "resolve_unimix_preset", "tau_from_code"]
+__all__ = ["UniMix", "UniMixPreset", "UNIMIX_PRESETS", "DEFAULT_UNIMIX_PRESET", "resolve_unimix_preset", "tau_from_code"]
 
 
 def tau_from_code(tau_code: float) -> float:
@@ -53,6 +53,11 @@ UNIMIX_PRESETS: Dict[str, UniMixPreset] = {
     "official": UniMixPreset(alpha=0.8, tau_cifar10=tau_from_code(-0.5), tau_cifar100=tau_from_code(-0.1),
                              partner="batch", mix_off_epoch=None, batch_size=64),
 }
+
+
+#: the preset ``UniMix()``, ``create_mixer("unimix")`` and ``--mix unimix`` use: the released code's settings,
+#: the one that reproduces the paper's gain in the 200-epoch runs (README, "Results"); ``paper`` is the paper's text.
+DEFAULT_UNIMIX_PRESET = "official"
 
 
 def resolve_unimix_preset(preset: str, num_classes: int, dataset: Optional[str] = None) -> Dict[str, Any]:
@@ -85,7 +90,8 @@ class UniMix(Mixer):
 
     Args:
         class_counts: training counts or a ClassPrior.
-        preset: ``'paper'`` (default) or ``'official'`` (docs/method.md §1.3); explicit ``alpha``/``tau`` override it.
+        preset: ``'official'`` (default, :data:`DEFAULT_UNIMIX_PRESET`) or ``'paper'`` (docs/method.md §1.3);
+            explicit ``alpha``/``tau`` override it.
         alpha: Beta concentration of the factor.
         tau: partner exponent, paper convention (class of the partner ∝ pi^tau).
         dataset: optional dataset name used to pick the preset's tau (``'cifar10_lt'`` / ``'cifar100_lt'``).
@@ -99,7 +105,7 @@ class UniMix(Mixer):
 
     name = "unimix"
 
-    def __init__(self, class_counts: Any = None, *, preset: str = "paper", alpha: Optional[float] = None,
+    def __init__(self, class_counts: Any = None, *, preset: str = DEFAULT_UNIMIX_PRESET, alpha: Optional[float] = None,
                  tau: Optional[float] = None, dataset: Optional[str] = None, partner: Optional[str] = None):
         self.prior = as_prior(class_counts, what="mixer 'unimix'")
         self.num_classes = self.prior.num_classes
