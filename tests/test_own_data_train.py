@@ -175,7 +175,8 @@ def test_two_processes_on_an_own_folder_with_a_timm_model(folder, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
            str(TRAIN), "--output", str(tmp_path), "--experiment", "ddp", "--dataset", "folder", "--data-dir",
-           str(folder), "--model", "resnet10t", "--img-size", "40", "--mix", "unimix", "--loss", "bayias",
+           str(folder), "--model", "resnet10t", "--img-size", "40", "--mix", "unimix", "--preset", "paper",
+           "--loss", "bayias",
            "--model-ema", "--grad-accum-steps", "2", "--clip-grad", "5", *FAST]
     env = offline_env(OMP_NUM_THREADS="1")
     env["CUDA_VISIBLE_DEVICES"] = ""
