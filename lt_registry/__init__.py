@@ -13,6 +13,9 @@ from .prior import ClassPrior, long_tail_counts
 from .mixers import MixedTarget, Mixer, UNIMIX_PRESETS, tau_from_code
 from .losses import (LTLoss, DeferredReweighting, class_balanced_weights, ldam_margins,
                      posthoc_logit_adjustment, adapt_logits_to_prior)
+from .losses import soft_target
+from . import interop  # noqa: F401
+from .interop import LTMixup, LTCollator, LTMixingCollator, LTTrainerLoss
 from . import samplers as _samplers  # noqa: F401  (registers the samplers)
 from . import metrics  # noqa: F401
 from . import models  # noqa: F401  (registers the CIFAR ResNets and resnet10_lt with timm)

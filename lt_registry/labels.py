@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["check_labels"]
+__all__ = ["check_labels", "check_soft_targets"]
 
 _ACCEPTED = "integer class indices (an integer tensor, array or list)"
 
@@ -81,3 +81,45 @@ def check_labels(labels: Any, num_classes: Optional[int], *, what: str = "labels
         if lo < 0 or (num_classes is not None and hi >= num_classes):
             raise ValueError(_out_of_range(what, lo, hi, None if num_classes is None else int(num_classes)))
     return y
+
+
+def check_soft_targets(target: torch.Tensor, num_classes: int, *, what: str = "target", n: Optional[int] = None,
+                       sync: bool = True) -> torch.Tensor:
+    """Validate soft targets: a float tensor [N, C] whose rows are class probabilities (non-negative, summing
+    to 1). Returned as they are.
+
+    The shape and dtype are always checked (free). The values (finite, ``>= -tol``, row sums within ``tol`` of 1,
+    ``tol = max(1e-3, 2 * eps(dtype))``) are read with one host sync: always for CPU tensors, for accelerator
+    tensors only when ``sync=True`` (the losses pass their ``validate_labels``, as for :func:`check_labels`).
+
+    Raises:
+        ValueError: a float tensor of another shape (e.g. float class indices [N]) or rows that are not
+            probabilities; the message names the offending row and what is accepted.
+    """
+    shape = tuple(target.shape)
+    n_txt = "B" if n is None else str(n)
+    accepted = (f"pass soft targets as a float tensor [B, C] = [{n_txt}, {num_classes}] whose rows are class "
+                f"probabilities summing to 1, or integer class indices [B] = [{n_txt}], or a MixedTarget")
+    if not target.is_floating_point():
+        raise ValueError(f"{what} must be a float tensor for soft targets, got dtype {target.dtype}; {accepted}.")
+    if target.ndim != 2 or target.shape[1] != num_classes or (n is not None and target.shape[0] != n):
+        raise ValueError(f"{what} is a float tensor of shape {shape}: {accepted}.")
+    if target.numel() == 0 or not (sync or target.device.type == "cpu"):
+        return target
+    tol = max(1e-3, 2.0 * torch.finfo(target.dtype).eps)
+    t = target.detach()
+    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+    dev = (t.sum(dim=1, dtype=acc) - 1.0).abs()
+    worst = dev.argmax()
+    stats = torch.stack([torch.isfinite(t).all().to(acc), dev[worst], worst.to(acc),
+                         t.min().to(acc), (t.min(dim=1).values.argmin()).to(acc)])
+    finite, max_dev, row, lo, lo_row = stats.tolist()  # the one host read
+    if not finite:
+        raise ValueError(f"{what} (soft targets) contains NaN or infinite values; {accepted}.")
+    if lo < -tol:
+        raise ValueError(f"{what} (soft targets): row {int(lo_row)} has the negative entry {lo:.6g}; {accepted}.")
+    if max_dev > tol:
+        s = float(t[int(row)].sum(dtype=acc))
+        raise ValueError(f"{what} (soft targets): row {int(row)} sums to {s:.6g}, not 1 (tolerance {tol:g}); "
+                         f"{accepted}.")
+    return target

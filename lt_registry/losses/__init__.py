@@ -1,5 +1,5 @@
-"""Registry losses. Each accepts hard labels or a MixedTarget; see :mod:`lt_registry.losses.base`."""
-from .base import LTLoss
+"""Registry losses. Each accepts class indices, a MixedTarget or soft targets [B, C]; see :mod:`lt_registry.losses.base`."""
+from .base import LTLoss, soft_target
 from .ce import ClassBalancedLoss, CrossEntropy, FocalLoss, SoftmaxCE
 from .margin import (BayiasLoss, LDAMLoss, LogitAdjustedLoss, adapt_logits_to_prior, ldam_margins,
                      posthoc_logit_adjustment)
@@ -7,7 +7,7 @@ from .weights import DeferredReweighting, class_balanced_weights
 
 __all__ = ["LTLoss", "SoftmaxCE", "CrossEntropy", "FocalLoss", "ClassBalancedLoss", "LDAMLoss",
            "LogitAdjustedLoss", "BayiasLoss", "DeferredReweighting", "class_balanced_weights", "ldam_margins",
-           "posthoc_logit_adjustment", "adapt_logits_to_prior", "assumed_test_prior"]
+           "posthoc_logit_adjustment", "adapt_logits_to_prior", "assumed_test_prior", "soft_target"]
 
 
 def assumed_test_prior(loss: object) -> str:

@@ -16,35 +16,31 @@ __all__ = ["SoftmaxCE", "CrossEntropy", "FocalLoss", "ClassBalancedLoss"]
 
 
 class SoftmaxCE(LTLoss):
-    """Cross-entropy on (possibly shifted) logits: ``-log softmax(adjust(z))_y``.
+    """Cross-entropy on (possibly shifted) logits: ``L_c(z) = -log softmax(adjust(z))_c``.
 
-    Subclasses change :meth:`adjust` (a label-independent logit shift) or :meth:`from_log_probs`. A mixed
-    target shares one ``log_softmax`` between ``y_a`` and ``y_b``.
-
-    Args:
-        label_smoothing: epsilon of label smoothing, ``(1 - eps) * nll + eps * mean_c(-log p_c)``.
+    Subclasses change :meth:`adjust` (a label-independent logit shift) or :meth:`from_log_probs` and
+    :meth:`per_class_from_log_probs` (the loss from the log-probabilities, for one label or every class).
+    A mixed target shares one ``log_softmax`` between ``y_a`` and ``y_b``; soft targets and label smoothing
+    (``label_smoothing``, on the base class) use it for every class.
     """
-
-    def __init__(self, class_counts: Any = None, *, label_smoothing: float = 0.0, **kw: Any):
-        super().__init__(class_counts, **kw)
-        if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 1.0):
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
-        self.label_smoothing = float(label_smoothing)
 
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
 
     def from_log_probs(self, logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        nll = -logp.gather(1, y.unsqueeze(1)).squeeze(1)
-        if self.label_smoothing > 0:
-            nll = (1.0 - self.label_smoothing) * nll - self.label_smoothing * logp.mean(dim=1)
-        return nll
+        return -logp.gather(1, y.unsqueeze(1)).squeeze(1)
+
+    def per_class_from_log_probs(self, logp: torch.Tensor) -> torch.Tensor:
+        return -logp
 
     def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.adjust(logits).float(), dim=1)
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.from_log_probs(self._log_probs(logits), target)
+
+    def per_class(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.per_class_from_log_probs(self._log_probs(logits))
 
     def mixed_per_sample(self, logits: torch.Tensor, target: MixedTarget) -> torch.Tensor:
         logp = self._log_probs(logits)
@@ -56,12 +52,13 @@ class SoftmaxCE(LTLoss):
 
 @register_loss("ce", aliases=("cross_entropy", "erm"), label="CE", order=0)
 class CrossEntropy(SoftmaxCE):
-    """Plain softmax cross-entropy (ERM), optional label smoothing."""
+    """Plain softmax cross-entropy (ERM); label smoothing with ``label_smoothing`` (torch's meaning)."""
 
 
 @register_loss("focal", aliases=("focal_loss",), label="Focal", order=1)
 class FocalLoss(SoftmaxCE):
     """Focal loss (Lin et al. 2017): ``(1 - p_y)^gamma * CE`` with ``p_y = exp(-CE)``; gamma = 0 is CE.
+    With soft targets or label smoothing: ``sum_c t_c (1 - p_c)^gamma (-log p_c)`` (docs/method.md §3.1).
 
     ``gamma = 1`` as in the LDAM-DRW CIFAR recipe (docs/method.md §3).
     """
@@ -72,12 +69,17 @@ class FocalLoss(SoftmaxCE):
             raise ValueError(f"focal gamma must be a non-negative number, got {gamma!r}.")
         self.gamma = float(gamma)
 
-    def from_log_probs(self, logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ce = super().from_log_probs(logp, y)
+    def _focal(self, ce: torch.Tensor) -> torch.Tensor:
         if self.gamma == 0:
             return ce
         p = torch.exp(-ce)
         return (1.0 - p).clamp_min(0.0).pow(self.gamma) * ce
+
+    def from_log_probs(self, logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._focal(super().from_log_probs(logp, y))
+
+    def per_class_from_log_probs(self, logp: torch.Tensor) -> torch.Tensor:
+        return self._focal(-logp)  # L_c = (1 - p_c)^gamma * (-log p_c) for every class c
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, " + super().extra_repr()
@@ -114,6 +116,18 @@ class ClassBalancedLoss(SoftmaxCE):
             sign = 2 * onehot - 1
             bce = torch.exp(self.gamma * F.logsigmoid(-z * sign)) * bce
         return bce.sum(dim=1)
+
+    def per_class(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.base == "softmax":
+            return super().per_class(logits)
+        # one-vs-all: label c makes class c positive and every other class negative, so
+        # L_c = sum_j neg_j - neg_c + pos_c with neg_j, pos_j the (focal-)BCE of class j as negative / positive
+        z = logits.float()
+        neg, pos = F.softplus(z), F.softplus(-z)  # BCE(z, 0), BCE(z, 1)
+        if self.base == "focal" and self.gamma > 0:
+            neg = torch.exp(self.gamma * F.logsigmoid(z)) * neg  # (1 - p_t) = sigmoid(z) for a negative
+            pos = torch.exp(self.gamma * F.logsigmoid(-z)) * pos  # (1 - p_t) = sigmoid(-z) for a positive
+        return neg.sum(dim=1, keepdim=True) - neg + pos
 
     def mixed_per_sample(self, logits: torch.Tensor, target: MixedTarget) -> torch.Tensor:
         if self.base == "softmax":

@@ -27,6 +27,7 @@ def ldam_margins(class_counts: Any, max_margin: float = 0.5) -> torch.Tensor:
 @register_loss("ldam", aliases=("ldam_loss",), label="LDAM", order=3)
 class LDAMLoss(LTLoss):
     """Label-distribution-aware margin loss: ``CE(s * (z - m_y e_y), y)`` (Cao et al. 2019; docs/method.md §3).
+    With soft targets the margin follows each class's label: ``sum_c t_c CE(s * (z - m_c e_c), c)`` (§3.1).
 
     Expects *cosine* logits in [-1, 1], i.e. a model with :class:`lt_registry.models.CosineLinear` as its
     head (``timm.create_model(..., head='cosine')`` for our CIFAR ResNets). Add DRW with
@@ -49,6 +50,26 @@ class LDAMLoss(LTLoss):
         m = self.margins.to(z.device)[target]
         z = z.scatter_add(1, target.unsqueeze(1), -m.unsqueeze(1))
         return F.cross_entropy(self.scale * z, target, reduction="none")
+
+    def per_class(self, logits: torch.Tensor) -> torch.Tensor:
+        """``L_c = -log( e^{a'_c} / (e^{a'_c} + sum_{j != c} e^{a_j}) )`` for every c, with ``a = s z`` and
+        ``a' = s (z - m)``: ``softplus(lse_{j != c}(a_j) - a'_c)``. The leave-one-out log-sum-exp is
+        ``M + log(sum_j e^{a_j - M} - e^{a_c - M})`` (M the row maximum; the argmax's own term stays >= 1, so
+        no cancellation) except for the argmax column, which takes the masked row's log-sum-exp."""
+        z = logits.float()
+        B, C = z.shape
+        a = self.scale * z
+        a_m = self.scale * (z - self.margins.to(z.device))
+        if C == 1:  # one class: the loss is 0
+            return a_m * 0.0
+        M, k = a.max(dim=1, keepdim=True)
+        is_max = torch.zeros_like(a, dtype=torch.bool).scatter_(1, k, True)
+        e = torch.exp(a - M)
+        rest = e.sum(dim=1, keepdim=True) - e
+        loo = M + torch.log(torch.where(is_max, torch.ones_like(rest), rest))
+        loo_max = torch.logsumexp(a.masked_fill(is_max, float("-inf")), dim=1, keepdim=True)
+        loo = torch.where(is_max, loo_max, loo)
+        return F.softplus(loo - a_m)
 
     def extra_repr(self) -> str:
         return f"max_margin={self.max_margin}, scale={self.scale}, " + super().extra_repr()
