@@ -282,11 +282,11 @@ def _fit_inverse_temperature(z: Tensor, y: Tensor, t_min: float, t_max: float, t
     lo, hi = 1.0 / t_max, 1.0 / t_min
     beta = min(max(1.0, lo), hi)
     n_iter, converged = 0, False
-    g_lo = _temperature_nll_terms(z, y, lo)[1]
-    g_hi = _temperature_nll_terms(z, y, hi)[1]
-    if g_lo >= 0:  # NLL increasing over the whole range: the largest allowed temperature
+    f_lo, g_lo, _ = _temperature_nll_terms(z, y, lo)
+    f_hi, g_hi, _ = _temperature_nll_terms(z, y, hi)
+    if g_lo > tol * (1.0 + abs(f_lo)):  # NLL increasing over the whole range: the largest allowed temperature
         beta, converged = lo, True
-    elif g_hi <= 0:  # decreasing over the whole range (separable data): the smallest allowed temperature
+    elif g_hi < -tol * (1.0 + abs(f_hi)):  # decreasing over the whole range (separable): the smallest one
         beta, converged = hi, True
     else:
         for n_iter in range(1, max_iter + 1):
@@ -629,10 +629,10 @@ class _PriorEstimator(Calibrator):
                              "or neither.")
         if val_logits is not None:
             self.fit_calibration(val_logits, val_labels)
+        z = _check_logits(logits, self.name, self.num_classes)
         if self.needs_calibration and not self._calibrated:
             raise ValueError(f"{self.name} has no calibration yet: call fit_calibration(val_logits, val_labels) "
                              "first, or fit(deploy_logits, val_logits=..., val_labels=...).")
-        z = _check_logits(logits, self.name, self.num_classes)
         q = self._estimate(z)
         self.test_prior = q
         self.num_classes = int(z.shape[1])
