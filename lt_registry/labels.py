@@ -13,6 +13,9 @@ always read for CPU tensors (nothing to save there), and for accelerator tensors
 attribute (class default True) as ``sync``. The training recipe sets ``validate_labels = False`` on its
 loss and mixer because its labels were already validated where they enter (dataset build, ClassPrior,
 sampler construction), so its hot loop has no per-step sync; metrics always check.
+
+Soft targets (float [N, C], rows of class probabilities; docs/method.md §3.1) have their own check,
+:func:`check_soft_targets`, with the same sync rule.
 """
 from __future__ import annotations
 
