@@ -243,10 +243,12 @@ class Calibrator(nn.Module):
         self._set_results(dict(state.get("results", {})))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401 - torch hook
-        # fitted buffers change shape with C (empty before the fit): resize ours to the saved shapes first
+        # fitted buffers change shape with C (empty before the fit): resize ours to the saved shapes first; a
+        # buffer fitted under torch.inference_mode is an inference tensor, which cannot be copied into outside it
         for bname, buf in list(self._buffers.items()):
             saved = state_dict.get(prefix + bname)
-            if buf is not None and isinstance(saved, Tensor) and saved.shape != buf.shape:
+            if buf is not None and isinstance(saved, Tensor) and (
+                    saved.shape != buf.shape or (buf.is_inference() and not torch.is_inference_mode_enabled())):
                 self._buffers[bname] = torch.empty(saved.shape, dtype=saved.dtype, device=buf.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -942,7 +944,10 @@ class CalibratorChain(Calibrator):
                                  "prior_bbse.")
             x = _check_logits(logits, self.name)
             for s in self.stages:
-                s.fit(x, labels) if s.needs_labels else s.fit(x)
+                if s.needs_labels:
+                    s.fit(x, labels)
+                else:
+                    s.fit(x)
                 x = s.transform(x)
             self._calibrated = True
             return self

@@ -520,3 +520,19 @@ def test_everything_on_cuda(lt_counts):
         assert out.device.type == "cuda" and out.dtype == torch.float32
         assert torch.allclose(out.cpu(), cpu[name][0]((2 * zd).float()), atol=1e-3), name
         assert all(b.device.type == "cuda" for b in cal.buffers() if b.numel()), name
+
+
+def test_fit_under_inference_mode_and_reload():
+    z, y = calibrated(400, 4, seed=40)
+    with torch.inference_mode():
+        zz = 2 * z.float()
+        cals = [create_calibrator(n).fit(zz, y) for n in ("temperature", "vector", "bcts")]
+        em = create_calibrator("prior_em", calibration="vector", calibration_options={"l2": 0.5})
+        em.fit(zz, val_logits=zz, val_labels=y)
+    assert em.calibrator.l2 == 0.5
+    for cal in [*cals, em]:
+        before = cal(2 * z.float())
+        cal.load_state_dict(cal.state_dict())  # buffers fitted under inference_mode are replaced, not copied into
+        assert torch.equal(cal(2 * z.float()), before)
+    with torch.no_grad():
+        assert create_calibrator("vector").fit(2 * z, y).n_iter > 0
