@@ -37,7 +37,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -608,10 +608,11 @@ class _PriorEstimator(Calibrator):
         """Fit the calibration / validation statistics on labelled validation logits; returns self."""
         z = _check_logits(val_logits, self.name, self.num_classes, what="val_logits")
         y = _check_labels(val_labels, z, self.name, what="val_labels")
-        self._fit_validation(z, y)
-        if self._train_kind == "validation":
+        if self._train_kind == "validation":  # checked before the (costlier) calibration fit
             freq = torch.bincount(y, minlength=z.shape[1]).to(_work_dtype(z.device)) / y.numel()
             self._require_support(freq, "train_prior='validation' (the validation label frequencies)")
+        self._fit_validation(z, y)
+        if self._train_kind == "validation":
             self.train_prior = freq
         self.num_classes = int(z.shape[1])
         self._calibrated = True

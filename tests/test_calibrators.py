@@ -106,7 +106,7 @@ def test_options_are_checked():
         create_calibrator("prior_shift", train_prior=[1, 2, 3], test_prior=[1, 1, 1, 1])
 
 
-# ---- temperature scaling ----------------------------------------------------------------------------------------------
+# ---- temperature scaling ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_temperature_recovers_known_overconfidence(seed):
