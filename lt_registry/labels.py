@@ -19,6 +19,7 @@ Soft targets (float [N, C], rows of class probabilities; docs/method.md §3.1) h
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Optional
 
@@ -112,12 +113,13 @@ def check_soft_targets(target: torch.Tensor, num_classes: int, *, what: str = "t
     tol = max(1e-3, 2.0 * torch.finfo(target.dtype).eps)
     t = target.detach()
     acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-    dev = (t.sum(dim=1, dtype=acc) - 1.0).abs()
-    worst = dev.argmax()
-    stats = torch.stack([torch.isfinite(t).all().to(acc), dev[worst], worst.to(acc),
-                         t.min().to(acc), (t.min(dim=1).values.argmin()).to(acc)])
-    finite, max_dev, row, lo, lo_row = stats.tolist()  # the one host read
-    if not finite:
+    dev = (t.sum(dim=1, dtype=acc) - 1.0).abs()  # NaN or inf anywhere in a row makes its sum non-finite
+    worst = dev.argmax()  # max/argmax propagate NaN
+    row_min = t.amin(dim=1)
+    lo_row = row_min.argmin()
+    stats = torch.stack([dev[worst], worst.to(acc), row_min[lo_row].to(acc), lo_row.to(acc)])
+    max_dev, row, lo, lo_row = stats.tolist()  # the one host read
+    if not math.isfinite(max_dev):
         raise ValueError(f"{what} (soft targets) contains NaN or infinite values; {accepted}.")
     if lo < -tol:
         raise ValueError(f"{what} (soft targets): row {int(lo_row)} has the negative entry {lo:.6g}; {accepted}.")

@@ -10,7 +10,8 @@ from typing import Any
 from .hf_transformers import LTCollator, LTMixingCollator, LTTrainerLoss, require_transformers
 from .timm_mixup import LTMixup
 
-__all__ = ["LTMixup", "LTTrainerLoss", "LTCollator", "LTMixingCollator", "LTTrainer", "require_transformers"]
+# LTTrainer (built on first access, it imports transformers) is left out of __all__ so a star import never needs it
+__all__ = ["LTMixup", "LTTrainerLoss", "LTCollator", "LTMixingCollator", "require_transformers"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Mapping
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -28,7 +28,8 @@ from .._registry import create_loss
 from ..labels import check_labels
 from .timm_mixup import LTMixup
 
-__all__ = ["LTTrainerLoss", "LTCollator", "LTMixingCollator", "LTTrainer", "require_transformers"]
+# LTTrainer (module __getattr__) is left out of __all__: a star import must not need transformers
+__all__ = ["LTTrainerLoss", "LTCollator", "LTMixingCollator", "require_transformers"]
 
 _INSTALL = "pip install 'lt_registry[transformers]' (or pip install transformers)"
 
