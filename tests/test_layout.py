@@ -20,7 +20,7 @@ PKG = ROOT / "lt_registry"
 LAYERS = {
     "base": ["_version", "_registry", "labels", "prior"],
     "components": ["losses", "mixers", "samplers", "metrics", "data", "models", "schedule", "engine", "config",
-                   "provenance", "calibration"],
+                   "provenance", "calibration", "interop"],
     "outputs": ["report", "card", "hub"],
     "run folder": ["run"],
     "grid": ["grid"],
