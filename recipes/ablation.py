@@ -12,8 +12,9 @@
 Every cell is an ordinary ``recipes/train.py`` run (or ``accelerate launch`` with ``--launcher accelerate``) into
 OUT/runs/<cell>, its log in OUT/logs/<cell>.log; arguments after ``--`` go to every cell. Resumable: a finished cell
 is skipped, an incomplete one (a checkpoint) continued with ``--resume``, a pending or failed one (re)started; a
-failing cell does not stop the others. Mixer specs NAME[:PRESET] (unimix = unimix:paper, unimix:official), loss
-specs NAME[+drw] (ldam+drw); cells are named <dataset>[-r<rho>]-<mixer>-<loss>-s<seed>[-<variant>] (':' as '.').
+failing cell does not stop the others. Mixer specs NAME[:PRESET] (unimix:paper, unimix:official; unimix alone =
+train.py's default preset, official), loss specs NAME[+drw] (ldam+drw); cells are named
+<dataset>[-r<rho>]-<mixer>-<loss>-s<seed>[-<variant>] (mixer part unimix.official; the paper preset's is plain unimix).
 OUT also gets grid.json (every invocation and cell: commands, git commit, hardware, wall times, status: ok,
 failed, interrupted, incomplete, running, pending) and the report, rebuilt after every cell and by --report-only:
 results.csv, results.md (Table-4-shaped tables next to the paper's numbers) and results.png (lt_registry.grid).

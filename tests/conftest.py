@@ -52,7 +52,7 @@ def fake_metrics(top1, ece=10.0, mce=30.0, many=90.0, medium=70.0, few=40.0, epo
 
 
 def fake_grid(root: Path):
-    """A finished grid under ``root/runs``: mixers none / unimix x losses ce / bayias x seeds 0 / 1 at cifar10_lt
+    """A finished grid under ``root/runs``: mixers none / unimix:paper x losses ce / bayias x seeds 0 / 1 at cifar10_lt
     rho 100 with made-up top-1 (None-CE 70 / 72, None-Bayias 78 / 80, UniMix-CE 76 / -, UniMix-Bayias 82 / 83);
     UniMix-CE seed 1 has no run folder and a grid.json record saying it failed.
     Returns ``(cells, runs_dir, records)``."""

@@ -78,9 +78,11 @@ def test_dry_run_prints_the_12_commands_of_table4(run_ablation, tmp_path):
         mix, loss = flag(cmd, "--mix"), flag(cmd, "--loss")
         assert flag(cmd, "--dataset") == "cifar10_lt" and flag(cmd, "--imb-factor") == "100"
         assert flag(cmd, "--seed") == "0"
-        assert flag(cmd, "--experiment") == f"cifar10_lt-r100-{mix}-{loss}-s0"
+        # bare `unimix` is train.py's default preset ('official'): passed explicitly and named in the folder
+        token = "unimix.official" if mix == "unimix" else mix
+        assert flag(cmd, "--experiment") == f"cifar10_lt-r100-{token}-{loss}-s0"
         assert Path(flag(cmd, "--output")) == out / "runs"
-        assert flag(cmd, "--preset") == ("paper" if mix == "unimix" else None)
+        assert flag(cmd, "--preset") == ("official" if mix == "unimix" else None)
         assert flag(cmd, "--drw") is None and flag(cmd, "--resume") is None
         seen.add((mix, loss))
     assert seen == {(m, lo) for m in ("none", "mixup", "remix", "unimix") for lo in ("ce", "ldam", "bayias")}
@@ -149,7 +151,7 @@ def test_yaml_grid_file_with_train_args_overrides_and_variants(run_ablation, tmp
     grid = tmp_path / "g.yaml"
     grid.write_text(
         "name: mygrid\n"
-        "mix: [none, unimix]\n"
+        "mix: [none, 'unimix:paper']\n"
         "loss: [ce, ldam]\n"
         "dataset: digits_lt\n"
         "seed: [0, 1]\n"
@@ -159,7 +161,7 @@ def test_yaml_grid_file_with_train_args_overrides_and_variants(run_ablation, tmp
         "  - {loss: ldam, train_args: [--lr, '0.05']}\n"
         "variants:\n"
         "  - {mix: unimix:official, loss: ldam+drw, seed: 0}\n"
-        "  - {name: off1, mix: unimix, loss: ce, seed: 0, train_args: [--mix-off-epoch, '1']}\n")
+        "  - {name: off1, mix: 'unimix:paper', loss: ce, seed: 0, train_args: [--mix-off-epoch, '1']}\n")
     p = run_ablation("--grid", grid, "--out", tmp_path / "o", "--dry-run")
     cmds = {flag(c, "--experiment"): c for c in commands(p.stdout)}
     expected = {f"digits_lt-{m}-{lo}-s{s}" for m in ("none", "unimix") for lo in ("ce", "ldam") for s in (0, 1)}
@@ -173,6 +175,10 @@ def test_yaml_grid_file_with_train_args_overrides_and_variants(run_ablation, tmp
     off = cmds["digits_lt-unimix.official-ldam+drw-s0"]
     assert (flag(off, "--preset"), flag(off, "--loss"), flag(off, "--drw")) == ("official", "ldam", True)
     assert flag(cmds["digits_lt-unimix-ce-s0-off1"], "--mix-off-epoch") == "1"
+    # folder names leave out the 'paper' preset only; every unimix cell passes its preset
+    for name, c in cmds.items():
+        if flag(c, "--mix") == "unimix":
+            assert flag(c, "--preset") == ("official" if "unimix.official" in name else "paper"), name
     assert "# warning: --decay-milestones [3] >= --epochs 3" in p.stdout
     # flags override the file's keys; the default OUT comes from the file's name
     p = run_ablation("--grid", grid, "--seed", "7", "--dry-run")
@@ -207,9 +213,10 @@ def test_dry_run_skips_finished_cells_and_resumes_incomplete_ones(run_ablation, 
     p = run_ablation("--mix", "none", "unimix", "--loss", "ce", "bayias", "--dataset", "digits_lt", "--out", out,
                      "--dry-run")
     cmds = {flag(c, "--experiment"): c for c in commands(p.stdout)}
-    assert set(cmds) == {"digits_lt-none-bayias-s0", "digits_lt-unimix-ce-s0", "digits_lt-unimix-bayias-s0"}
+    assert set(cmds) == {"digits_lt-none-bayias-s0", "digits_lt-unimix.official-ce-s0",
+                         "digits_lt-unimix.official-bayias-s0"}  # bare unimix = the default preset, 'official'
     assert Path(flag(cmds["digits_lt-none-bayias-s0"], "--resume")) == half
-    assert flag(cmds["digits_lt-unimix-ce-s0"], "--resume") is None
+    assert flag(cmds["digits_lt-unimix.official-ce-s0"], "--resume") is None
     assert "# finished, skipped: digits_lt-none-ce-s0" in p.stdout
     assert "2 to run, 1 to resume, 1 finished" in p.stdout
 
@@ -224,9 +231,9 @@ def test_report_only_from_run_folders_and_from_the_grid(run_ablation, tmp_path):
     with (tmp_path / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 7
     assert (tmp_path / "results.png").read_bytes()[:8] == PNG
-    assert "| UniMix | 76.00 (+5.00) [n=1] | 82.50 ± 0.71 (+3.50) |" in (tmp_path / "results.md").read_text()
+    assert "| UniMix (paper) | 76.00 (+5.00) [n=1] | 82.50 ± 0.71 (+3.50) |" in (tmp_path / "results.md").read_text()
     # with the grid named, the missing cell shows as pending
-    p = run_ablation("--report-only", "--out", tmp_path, "--mix", "none", "unimix", "--loss", "ce", "bayias",
+    p = run_ablation("--report-only", "--out", tmp_path, "--mix", "none", "unimix:paper", "--loss", "ce", "bayias",
                      "--dataset", "cifar10_lt", "--imb-factor", "100", "--seed", "0", "1")
     assert "8 cells: 7 ok, 1 pending" in p.stdout
     p = run_ablation("--report-only", "--out", tmp_path / "empty", check=False)

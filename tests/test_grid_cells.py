@@ -60,8 +60,10 @@ def test_expansion_order_variants_overrides_and_canonical_names():
     cells = expand_grid(["none", "identity"], ["cross_entropy"], ["digits_lt"], seed=[0],
                         variants=[{"name": "v", "mix": "unimix", "loss": "ce", "train_args": {"epochs": 3}}],
                         cells=[{"mix": "none", "train_args": ["--lr", "0.05"]}])
-    assert [c.name for c in cells] == ["digits_lt-none-ce-s0", "digits_lt-unimix-ce-s0-v"]  # alias = the same cell
+    # alias = the same cell; bare `unimix` is train.py's default preset ('official'), named in the folder
+    assert [c.name for c in cells] == ["digits_lt-none-ce-s0", "digits_lt-unimix.official-ce-s0-v"]
     assert cells[0].args[-2:] == ("--lr", "0.05") and cells[1].args[-2:] == ("--epochs", "3")
+    assert cells[1].mix.spec == "unimix:official" and ("--preset", "official") in zip(cells[1].args, cells[1].args[1:])
     assert expand_grid(["none"], ["ce", "la"], ["digits_lt"], cells=[{"loss": "la", "skip": True}])[0].loss.name == "ce"
     for kwargs, msg in (({"mix": ["unimx"]}, "Unknown mixer 'unimx'. Did you mean 'unimix'"),
                         ({"dataset": ["cifar11_lt"]}, "Unknown dataset 'cifar11_lt'"),
@@ -98,13 +100,14 @@ def test_cells_from_run_folders_in_the_registries_order(tmp_path):
     assert cell_from_run_dir(tmp_path / "broken") is None and cell_from_run_dir(tmp_path / "nothing") is None
     cells = canonical_order(filter(None, map(cell_from_run_dir, sorted(tmp_path.iterdir()))))
     assert [(c.mix.spec, c.loss.spec) for c in cells] == [
-        ("none", "ce"), ("none", "bayias"), ("mixup", "la"), ("unimix", "ce"), ("unimix:official", "ce")]
+        ("none", "ce"), ("none", "bayias"), ("mixup", "la"), ("unimix:paper", "ce"), ("unimix:official", "ce")]
+    assert [c.mix.token for c in cells[3:]] == ["unimix", "unimix.official"]  # folder names leave out 'paper' only
 
 
 def test_a_component_registered_outside_sorts_and_labels_itself(outside_components):
     cells = expand_grid(["unimix", "outside_mix", "none"], ["bayias", "outside_ce", "ce"], ["digits_lt"])
     ordered = canonical_order(cells)
-    assert [c.mix.label for c in ordered][::3] == ["None", "OutsideMix", "UniMix"]
+    assert [c.mix.label for c in ordered][::3] == ["None", "OutsideMix", "UniMix (official)"]  # bare = the default
     assert [c.loss.label for c in ordered][:3] == ["CE", "OutsideCE", "Bayias"]
 
 

@@ -11,9 +11,9 @@ from conftest import fake_grid, fake_metrics
 
 from lt_registry.grid import expand_grid
 from lt_registry.grid.figure import plot_results
-from lt_registry.grid.results import (RESULT_COLUMNS, aggregate, collect_results, format_duration, load_paper_tables,
-                                      paper_tables, publish, read_grid_json, recorded_cells, results_markdown,
-                                      write_results_csv)
+from lt_registry.grid.results import (RESULT_COLUMNS, Group, aggregate, collect_results, format_duration,
+                                      load_paper_tables, paper_reference, paper_tables, publish, read_grid_json,
+                                      recorded_cells, results_markdown, write_results_csv)
 from lt_registry.metrics.table import metric_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +40,11 @@ def test_tables_from_run_folders_gain_mean_std_and_failed_cell(tmp_path):
         assert col in table[0], col
 
     groups = {(g.row, g.col): g for g in aggregate(rows)}
-    g = groups[("UniMix", "Bayias")]
+    g = groups[("UniMix (paper)", "Bayias")]
     assert g.n == 2 and g.stat("top1")[0] == pytest.approx(82.5)
     assert g.stat("top1")[1] == pytest.approx(0.70710678)  # sample std of 82, 83
     assert g.gain == pytest.approx(82.5 - 79.0)  # over None + Bayias (mean of 78, 80)
-    assert groups[("UniMix", "CE")].n == 1 and groups[("UniMix", "CE")].gain == pytest.approx(76.0 - 71.0)
+    assert groups[("UniMix (paper)", "CE")].n == 1 and groups[("UniMix (paper)", "CE")].gain == pytest.approx(76.0 - 71.0)
     assert groups[("None", "CE")].gain is None
 
     md = results_markdown(rows, title="t")
@@ -53,17 +53,17 @@ def test_tables_from_run_folders_gain_mean_std_and_failed_cell(tmp_path):
     top1 = lines[i + 2: i + 6]
     assert top1[0] == "| Mixer \\ Loss | CE | Bayias |" and top1[1] == "|---|---:|---:|"
     assert top1[2] == "| None | 71.00 ± 1.41 | 79.00 ± 1.41 |"
-    assert top1[3] == "| UniMix | 76.00 (+5.00) [n=1, 1 failed] | 82.50 ± 0.71 (+3.50) |"
+    assert top1[3] == "| UniMix (paper) | 76.00 (+5.00) [n=1, 1 failed] | 82.50 ± 0.71 (+3.50) |"
     assert "| None | 19.00 ± 1.41 / 30.00 ± 0.00 |" in md  # ECE / MCE
     i = lines.index("**Head / Mid / Tail** top-1 (class-index thirds, docs/method.md §6)")
     assert lines[i + 4] == "| None | 81.00 ± 1.41 / 71.00 ± 1.41 / 61.00 ± 1.41 | 89.00 ± 1.41 / 79.00 ± 1.41 / 69.00 ± 1.41 |"
     assert "- cells: 8 (7 ok, 1 failed)" in md and "2 seed(s) per cell (seeds 0, 1)" in md
-    assert "## Long form" in md and "| cifar10_lt | 100 | 200 | UniMix | Bayias | 2 | 82.50 ± 0.71 | +3.50 |" in md
-    assert "| cifar10_lt | 100 | 200 | UniMix | CE | 1 | 76.00 | +5.00 | 20.00 | 30.00 | 90.00 | 70.00 | 40.00 | 76.47 " \
+    assert "## Long form" in md and "| cifar10_lt | 100 | 200 | UniMix (paper) | Bayias | 2 | 82.50 ± 0.71 | +3.50 |" in md
+    assert "| cifar10_lt | 100 | 200 | UniMix (paper) | CE | 1 | 76.00 | +5.00 | 20.00 | 30.00 | 90.00 | 70.00 | 40.00 | 76.47 " \
            "|  |  | 1 ok, 1 failed |" in md
     assert "## Failed cells" in md and "`cifar10_lt-r100-unimix-ce-s1` (failed): error: CUDA out of memory" in md
     # the paper's numbers for the same cells (Tables 1 and 4)
-    assert "| UniMix | 76.47 | 82.75 |" in md and "| None | 70.36 | 78.70 |" in md
+    assert "| UniMix (paper) | 76.47 | 82.75 |" in md and "| None | 70.36 | 78.70 |" in md
     assert "SPEC" not in md
 
     png = plot_results(aggregate(rows), tmp_path / "results.png", title="t")
@@ -93,7 +93,7 @@ def test_unfinished_cells_with_the_default_rho_join_the_finished_block(tmp_path)
     assert [r["status"] for r in rows] == ["ok", "pending"] and [r["imb_factor"] for r in rows] == [10.0, None]
     assert {g.block for g in aggregate(rows)} == {("digits_lt", 10.0, 2)}
     md = results_markdown(rows)
-    assert md.count("## digits_lt") == 1 and "| UniMix | pending |" in md
+    assert md.count("## digits_lt") == 1 and "| UniMix (official) | pending |" in md  # bare unimix = the default
 
 
 def test_a_component_registered_outside_appears_in_the_tables_under_its_label(tmp_path, outside_components):
@@ -112,6 +112,10 @@ def test_the_paper_tables_are_data():
     assert t.top1[("cifar100_lt", 200.0, "remix", "bayias")] == 41.44               # Table 4
     assert t.top1[("cifar10_lt", 10.0, "none", "ldam+drw")] == 88.16
     assert t.calibration[("cifar100_lt", 100.0, "none", "ce")] == (38.23, 87.22)    # Table 2
+    # the paper reports one UniMix: a cell of either preset is compared with it
+    for spec in ("unimix:paper", "unimix:official"):
+        assert paper_reference(Group("cifar10_lt", 100.0, 200, "r", "c", spec, "bayias", "")) == (82.75, (10.19, 25.47))
+    assert paper_reference(Group("cifar10_lt", 100.0, 200, "r", "c", "mixup", "bayias", ""))[0] == 81.75
     with pytest.raises(ValueError, match="2 values for 4 imbalance factors"):
         load_paper_tables("top1:\n  - {table: 1, imb_factor: [10, 50, 100, 200], rows: "
                           "[{mix: none, loss: ce, cifar10_lt: [1, 2]}]}\n")

@@ -250,13 +250,13 @@ def block_title(block: Tuple[str, Optional[float], Optional[int]]) -> str:
 
 
 # ---- the paper's numbers --------------------------------------------------------------------------------------
-Key = Tuple[str, float, str, str]  # (dataset, rho, mixer spec, loss spec)
+Key = Tuple[str, float, str, str]  # (dataset, rho, mixer name (no preset), loss spec)
 
 
 @dataclass(frozen=True)
 class PaperTables:
     """The paper's reference numbers (docs/method.md §7): top-1 from Tables 1 and 4, (ECE, MCE) from Table 2, in
-    percent, keyed ``(dataset, rho, mixer spec, loss spec)``."""
+    percent, keyed ``(dataset, rho, mixer name, loss spec)`` (the paper reports one UniMix: no preset)."""
 
     top1: Dict[Key, float]
     calibration: Dict[Key, Tuple[float, float]]
