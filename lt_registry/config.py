@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--color-jitter", type=float, default=0.4, help="colour jitter strength")
     g.add_argument("--aa", default=None, help="AutoAugment policy, e.g. rand-m9-mstd0.5 (timm)")
     g.add_argument("--reprob", type=float, default=0.0, help="random erasing probability")
+    g.add_argument("--smoothing", type=float, default=0.0,
+                   help="label smoothing (timm's): the target t becomes (1 - eps) t + eps / C, mixed targets included")
     g = parser.add_argument_group("method")
     g.add_argument("--mix", default="none", help=f"mixer: {', '.join(list_mixers())}")
     g.add_argument("--loss", default="ce", help=f"loss: {', '.join(list_losses())}")

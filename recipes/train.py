@@ -184,7 +184,10 @@ def training_function(args: argparse.Namespace) -> int:
             if args.mix_tau is not None:
                 mixer_opts["tau"] = args.mix_tau
         mixer = create_mixer(args.mix, class_counts=prior, **mixer_opts)
-        loss_fn = create_loss(args.loss, class_counts=prior, **parse_kv(args.loss_kwargs, "--loss-kwargs"))
+        loss_opts = parse_kv(args.loss_kwargs, "--loss-kwargs")
+        if args.smoothing:
+            loss_opts.setdefault("label_smoothing", args.smoothing)
+        loss_fn = create_loss(args.loss, class_counts=prior, **loss_opts)
         # the labels were checked where they entered (dataset build, ClassPrior, sampler): no per-step host sync
         loss_fn.validate_labels = False
         if hasattr(mixer, "validate_labels"):
