@@ -5,7 +5,7 @@ Grid file (``recipes/ablation.py --grid FILE.yaml``; flags given on the command 
 
     name: table4                       # OUT = output/ablation/<name> (default: the file's stem)
     description: ...                   # free text, not used
-    mix: [none, mixup, remix, unimix]  # axes: a value or a list
+    mix: [none, mixup, remix, unimix]  # axes: a value or a list; unimix = unimix:official (train.py's default)
     loss: [ce, ldam, bayias]
     dataset: [cifar10_lt, cifar100_lt]
     imb_factor: [100, 200]             # omitted: the dataset's default
@@ -17,9 +17,9 @@ Grid file (``recipes/ablation.py --grid FILE.yaml``; flags given on the command 
       - {dataset: cifar100_lt, train_args: [--data-dir, ../data/cifar100]}
       - {mix: [mixup, remix], loss: ldam, skip: true}
     variants:                          # extra sub-grids; unset axes take the grid's values
-      - {mix: unimix:official, loss: bayias}                      # UniMix preset official vs paper
+      - {mix: unimix:paper, loss: bayias}                         # the paper preset next to the official one
       - {mix: [none, unimix], loss: ldam+drw}                     # LDAM with DRW
-      - {name: off180, mix: unimix, loss: bayias, train_args: [--mix-off-epoch, 180]}  # own row "UniMix [off180]"
+      - {name: off180, mix: unimix:paper, loss: bayias, train_args: [--mix-off-epoch, 180]}  # row "UniMix (paper) [off180]"
     jobs: 2                            # also: launcher, launcher_args
 """
 from __future__ import annotations
