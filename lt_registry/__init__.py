@@ -22,6 +22,7 @@ from . import models  # noqa: F401  (registers the CIFAR ResNets and resnet10_lt
 from . import hub  # noqa: F401
 from .calibration import (CALIBRATORS, Calibrator, CalibratorChain, create_calibrator, is_calibrator,
                           list_calibrators, register_calibrator)
+from .predict import Classifier, load_classifier
 
 from ._version import __version__
 
@@ -35,4 +36,5 @@ __all__ = [
     "posthoc_logit_adjustment", "adapt_logits_to_prior", "metrics", "__version__",
     "CALIBRATORS", "Calibrator", "CalibratorChain",
     "register_calibrator", "create_calibrator", "list_calibrators", "is_calibrator",
+    "load_classifier", "Classifier",
 ]

@@ -79,6 +79,30 @@ def _optimizer_text(args: Dict[str, Any]) -> Optional[str]:
                                              " (not on norm and bias parameters)"))
 
 
+_CALIBRATED_DIAGRAM = "calibration/reliability_calibrated.png"
+
+
+def _calibration_section(cal: Any, fmt: Any) -> str:
+    """The card's "Calibration" section from metrics.json's ``calibration`` block (``recipes/calibrate.py``);
+    empty without one."""
+    if not isinstance(cal, dict):
+        return ""
+    cols = [(split, when) for split in ("val", "test") if isinstance(cal.get(split), dict)
+            for when in ("before", "after")]
+    head = " | ".join(f"{split} {when}" for split, when in cols)
+    rows = "\n".join(f"| {m.heading} | " + " | ".join(fmt((cal[s].get(w) or {}).get(m.key)) for s, w in cols) + " |"
+                      for m in METRICS if m.in_card)
+    n_test = cal.get("num_test_samples")
+    return (f"## Calibration\n\nA post-hoc **{cal.get('calibrator')}** calibrator (docs/method.md §6.1) was fitted on "
+            f"the validation split only ({cal.get('num_val_samples')} images) and is stored in "
+            "`calibrator.safetensors` (its settings in `config.json`, `lt.calibration`); "
+            + (f"the test split ({n_test} images) was read only afterwards. " if n_test else "the dataset has no "
+               "test split. ")
+            + "`lt_registry.load_classifier` applies it.\n\n"
+            f"| metric | {head} |\n|---|" + "---|" * len(cols) + f"\n{rows}\n\n"
+            f"![Reliability before and after calibration]({cal.get('diagram') or _CALIBRATED_DIAGRAM})\n")
+
+
 def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
     """A ``huggingface_hub.ModelCard`` for a finished run folder (metadata: model-index with the metrics of
     :data:`~lt_registry.metrics.table.METRICS` that have a ``card_type``, as ``EvalResult`` s)."""
@@ -172,6 +196,7 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
         ("seed", lt.get("seed"))]
     recipe_table = "\n".join(f"| {k} | {v} |" for k, v in recipe if v is not None)
     uniform = assumed_test_prior(loss) == "uniform"
+    calibration_section = _calibration_section(metrics.get("calibration"), fmt)
     class_names = lt.get("class_names", [])
     return ModelCard.from_template(
         data, template_path=str(CARD_TEMPLATE),
@@ -184,7 +209,8 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
                       "this model's raw logits carry its training prior"),
         adapt_call=("adapt_logits_to_prior(logits, new_prior)" if uniform else
                     "adapt_logits_to_prior(logits, new_prior, assumed_prior=prior)"),
-        evaluation_text=evaluation_text, weights_table=weights_table, metrics_table=metrics_table, recipe_table=recipe_table,
+        evaluation_text=evaluation_text, calibration_section=calibration_section,
+        weights_table=weights_table, metrics_table=metrics_table, recipe_table=recipe_table,
         num_classes=len(counts), total_train=sum(counts), class_counts=counts,
         repo_id=repo_id or "<user>/<repo>", input_size=tuple(pcfg.get("input_size", ())),
         mean=tuple(round(m, 4) for m in pcfg.get("mean", ())), std=tuple(round(s, 4) for s in pcfg.get("std", ())),

@@ -55,7 +55,10 @@ def read_config(folder: Path, name: Optional[str] = None) -> Dict[str, Any]:
 
 
 # ---- loading -------------------------------------------------------------------------------------------
-_DOWNLOAD_PATTERNS = ["config.json", "model.safetensors", "README.md", "metrics.json"]
+#: what a Hub download fetches: the model, its card and metrics, the calibrator recipes/calibrate.py stores, and
+#: the run's options and validation hold-out (so the dataset and its validation split can be rebuilt)
+_DOWNLOAD_PATTERNS = ["config.json", "model.safetensors", "README.md", "metrics.json", "calibrator.safetensors",
+                      "train_args.yaml", "val_split.json"]
 
 
 def _endpoint() -> str:

@@ -22,7 +22,7 @@ LAYERS = {
     "components": ["losses", "mixers", "samplers", "metrics", "data", "models", "schedule", "engine", "config",
                    "provenance", "calibration", "interop"],
     "outputs": ["report", "card", "hub"],
-    "run folder": ["run"],
+    "run folder": ["run", "predict"],
     "grid": ["grid"],
 }
 RANK = {name: i for i, names in enumerate(LAYERS.values()) for name in names}
