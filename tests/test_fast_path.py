@@ -134,7 +134,9 @@ def test_fast_path_run_resumes_to_the_same_weights(tmp_path):
     import subprocess
     import sys
     from conftest import ROOT, TRAIN
-    p = subprocess.run([sys.executable, str(TRAIN), "--resume", str(tmp_path / "split"), "--epochs", "2"],
+    # extending a finished run is a change of its options: said explicitly with --resume-override
+    p = subprocess.run([sys.executable, str(TRAIN), "--resume", str(tmp_path / "split"), "--epochs", "2",
+                        "--resume-override"],
                        capture_output=True, text=True, env=offline_env(OMP_NUM_THREADS="2"), cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "split" / "model.safetensors")
