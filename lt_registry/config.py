@@ -35,10 +35,12 @@ RESULT_NEUTRAL_OPTIONS = frozenset({
 
 def changed_options(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
     """Result-affecting options whose value in ``now`` differs from ``saved`` (a run's train_args.yaml), as
-    ``"lr: 0.1 -> 0.05"``; options missing from ``saved`` (added to the recipe later) are not compared."""
+    ``"lr: 0.1 -> 0.05"``; options missing from ``saved`` (added to the recipe later) are not compared, nor the UniMix
+    preset of a run that does not use UniMix."""
     diffs = []
+    uses_preset = "unimix" in (saved.get("mix"), now.get("mix"))
     for k, b in sorted(now.items()):
-        if k in RESULT_NEUTRAL_OPTIONS or k not in saved:
+        if k in RESULT_NEUTRAL_OPTIONS or k not in saved or (k == "preset" and not uses_preset):
             continue
         a = saved[k]
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
