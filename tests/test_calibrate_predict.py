@@ -258,3 +258,38 @@ def test_calibrate_and_predict_own_folder_with_holdout(tmp_path, capsys):
     capsys.readouterr()
     assert load_recipe("calibrate").main([str(run)]) == 2
     assert "differs from the run's val_split.json" in capsys.readouterr().err
+
+
+HUB_FLOW = r"""
+import json, subprocess, sys
+from lt_registry import load_classifier
+from lt_registry.hub import push_to_hub
+
+run, uncal, out, token = sys.argv[1:5]
+push_to_hub(run, "user/calibrated", token=token)
+push_to_hub(uncal, "user/raw", token=token)
+clf = load_classifier("hf-hub:user/calibrated", device="cpu")   # downloads calibrator.safetensors too
+p = subprocess.run([sys.executable, "recipes/calibrate.py", "hf-hub:user/raw", "--output", out,
+                    "--calibrator", "vector"], capture_output=True, text=True)
+json.dump({"calibrator": getattr(clf.calibrator, "name", None), "prior_em": clf.prior_em is not None,
+           "rc": p.returncode, "err": p.stderr[-2000:]}, open(f"{out}.json", "w"))
+"""
+
+
+def test_hub_download_brings_the_calibrator_and_hub_runs_calibrate_into_a_copy(calibrated, trained, tmp_path):
+    from hub_server import FakeHub
+    from test_hub import TOKEN, hub_env, run_python
+
+    run, _, _ = calibrated
+    pushed_cal = shutil.copytree(run, tmp_path / "cal")
+    pushed_raw = shutil.copytree(trained, tmp_path / "raw", ignore=shutil.ignore_patterns("checkpoints"))
+    out = tmp_path / "local_copy"
+    with FakeHub(token=TOKEN, user="user") as hub:
+        p = run_python(HUB_FLOW, hub_env(hub.url, tmp_path / "hf_home"), pushed_cal, pushed_raw, out, TOKEN)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    res = json.loads(Path(f"{out}.json").read_text())
+    assert res["calibrator"] == "temperature" and res["prior_em"]
+    assert res["rc"] == 0, res["err"]
+    assert json.loads((out / "config.json").read_text())["lt"]["calibration"]["calibrator"] == "vector"
+    assert (out / "calibrator.safetensors").is_file() and "## Calibration" in (out / "README.md").read_text()
+    assert "hf-hub:user/raw" in (out / "README.md").read_text()
