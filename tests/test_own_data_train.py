@@ -29,6 +29,7 @@ def folder_run(folder, tmp_path_factory):
     return out / "run"
 
 
+@pytest.mark.slow
 def test_natural_counts_minus_the_holdout_are_the_prior(folder_run):
     from lt_registry.data.holdout import holdout_counts
 
@@ -46,6 +47,7 @@ def test_natural_counts_minus_the_holdout_are_the_prior(folder_run):
     assert all("val_top1" in row for row in m["epochs"]) and m["skipped_images"]["count"] == 0
 
 
+@pytest.mark.slow
 def test_config_records_the_input_pipeline_and_timm_reproduces_the_test_numbers(folder_run, folder):
     """config.json says 48 px and the chosen mean/std; timm.create_model("local-dir:") plus timm's data config
     give back the evaluation transform, hence the test numbers of the end of training."""
@@ -79,6 +81,7 @@ def test_config_records_the_input_pipeline_and_timm_reproduces_the_test_numbers(
         assert again[k] == pytest.approx(final[k], abs=2e-3), k
 
 
+@pytest.mark.slow
 def test_best_on_validation_and_test_read_only_after_training(folder, tmp_path):
     """The best/ weights are the epoch with the best validation score (here the last epoch, trained at a
     destructive LR, is worse), and the test split is read only after the last training batch."""
@@ -163,6 +166,7 @@ def test_recipe_errors_are_one_clear_line(tmp_path, flags, message, capsys):
     assert not any(Path(tmp_path, "run").glob("*.safetensors"))
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes_on_an_own_folder_with_a_timm_model(folder, tmp_path):
     """accelerate launch --multi_gpu --num_processes 2 (gloo on the CPU): own folder, a timm model at 40 px,
@@ -192,6 +196,7 @@ def test_two_processes_on_an_own_folder_with_a_timm_model(folder, tmp_path):
     assert "top1" in m["ema"]["test"]
 
 
+@pytest.mark.slow
 def test_a_hub_dataset_id_trains_end_to_end(tmp_path):
     """--dataset hfds/USER/NAME through the real datasets / huggingface_hub clients against the loopback
     Hub-protocol server: the run's counts and class names are the Hub dataset's."""

@@ -174,6 +174,7 @@ def test_worker_seeding_is_what_makes_epochs_reproducible():
     assert not torch.equal(plain_straight[1], plain_resumed[0])
 
 
+@pytest.mark.slow
 def test_a_resume_with_result_changing_options_is_refused(tmp_path):
     run_train(tmp_path, *BASE, "--epochs", "1", "--workers", "0", name="run")
     p = subprocess.run([sys.executable, str(TRAIN), "--resume", str(tmp_path / "run"), "--seed", "3", "-b", "32",
