@@ -339,7 +339,7 @@ def test_small_real_grid_end_to_end_then_skips_finished_cells(tmp_path):
         assert 0 <= float(r["top1"]) <= 100 and float(r["wall_s"]) > 0
         assert (Path(r["run_dir"]) / "model.safetensors").is_file()
     md = (out / "results.md").read_text()
-    assert "| Mixer \\ Loss | CE | Bayias |" in md and "| UniMix |" in md and "## Long form" in md
+    assert "| Mixer \\ Loss | CE | Bayias |" in md and "| UniMix (official) |" in md and "## Long form" in md
     assert "git commit:" in md and "hardware:" in md and "wall time:" in md
     assert (out / "results.png").read_bytes()[:8] == PNG
     rec = json.loads((out / "grid.json").read_text())
