@@ -202,7 +202,9 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
         data, template_path=str(CARD_TEMPLATE),
         title=f"{cfg.get('architecture')} on {ds_name}: {mix_label} + {loss_label}",
         architecture=cfg.get("architecture"), dataset_label=label,
-        imb_factor_text=f"{rho:g}" if isinstance(rho, (int, float)) else "as in its list file",
+        imb_factor_text=f"{rho:g}" if isinstance(rho, (int, float)) else (
+            f"{max(counts) / min(counts):.1f}, from its own class counts" if counts and min(counts) > 0
+            else "from its own class counts"),
         mix=mix_label, loss=loss_label,
         mix_text="no mixing" if mixer in (None, "none") else f"the **{mix_label}** mixer",
         assumed_note=("this model's raw logits assume a uniform test prior" if uniform else
