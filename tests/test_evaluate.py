@@ -106,7 +106,8 @@ def test_prior_shift_table_matches_single_evaluations(tiny_run, evaluate_recipe,
     import csv
 
     out, reports = tmp_path / "table", tmp_path / "reports"
-    argv = [str(tiny_run), "--test-imb-factor", "10", "1", "0.1", "--output", str(out), "--reports", str(reports)]
+    argv = [str(tiny_run), "--test-imb-factor", "10", "1", "0.1", "--output", str(out), "--reports", str(reports),
+            "--estimators"]  # the flag alone: the known-prior table only
     assert prior_shift_recipe.main(argv) == 0
     with (out / "table.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -135,3 +136,64 @@ def test_prior_shift_table_matches_single_evaluations(tiny_run, evaluate_recipe,
     assert "--label needs one name per model" in capsys.readouterr().err
     assert prior_shift_recipe.main([str(tiny_run), "--test-imb-factor", "0", "--output", str(out)]) == 2
     assert "--test-imb-factor values must be > 0" in capsys.readouterr().err
+
+
+def test_prior_shift_unknown_prior_rows(tiny_run, evaluate_recipe, prior_shift_recipe, tmp_path, two_threads):
+    """The estimator rows (EM, BBSE): fitted on the run's validation split and the unlabelled test logits, their
+    TV measured against the true prior of each imbalanced test set."""
+    import csv
+
+    from lt_registry import create_calibrator
+    from lt_registry.data import build_dataset
+    from lt_registry.hub import from_pretrained
+
+    out, reports = tmp_path / "table", tmp_path / "reports"
+    argv = [str(tiny_run), "--test-imb-factor", "10", "0.1", "--output", str(out), "--reports", str(reports)]
+    assert prior_shift_recipe.main(argv) == 0  # default: --estimators em bbse
+    with (out / "table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(float(r["test_imb_factor"]), r["adapted"]) for r in rows] == [
+        (rho, a) for rho in (10.0, 0.1) for a in ("False", "True", "em", "bbse")]
+    assert all(r["tv"] == "" for r in rows if r["adapted"] in ("False", "True"))
+    priors = json.loads((out / "priors.json").read_text())["rows"]
+    assert [(p["test_imb_factor"], p["estimator"]) for p in priors] == [
+        (rho, e) for rho in (10.0, 0.1) for e in ("prior_em", "prior_bbse")]
+
+    model, _ = from_pretrained(tiny_run)
+    model.eval()
+
+    def logits(split):
+        x = torch.stack([split[i][0] for i in range(len(split))])
+        with torch.no_grad():
+            return model(x).double(), torch.tensor([int(split[i][1]) for i in range(len(split))])
+
+    for rho in (10.0, 0.1):
+        ds = build_dataset("digits_lt", test_imb_factor=rho)
+        true = torch.tensor(ds.meta["test_prior"], dtype=torch.float64)
+        assert true[0] != true[-1]  # an imbalanced test set: the true prior is not the uniform one
+        # the same test set as evaluate.py's rows
+        single = json.loads((reports / "none-bayias" / f"r{rho:g}" / "metrics.json").read_text())
+        for key, calib in (("em", "prior_em"), ("bbse", "prior_bbse")):
+            row = next(r for r in rows if float(r["test_imb_factor"]) == rho and r["adapted"] == key)
+            rep = json.loads((reports / "none-bayias" / f"r{rho:g}-{key}" / "metrics.json").read_text())
+            ev = rep["evaluation"]
+            assert ev["estimator"] == calib and ev["test_counts"] == single["evaluation"]["test_counts"]
+            assert int(row["num_test_samples"]) == single["final"]["num_test_samples"] == sum(ev["test_counts"])
+            assert ev["fitted_on"]["labelled_validation_images"] == len(ds.val)
+            assert ev["test_prior"] == pytest.approx(true.tolist(), abs=1e-12)
+            q = torch.tensor(ev["estimated_prior"], dtype=torch.float64)
+            tv = 0.5 * float((q - true).abs().sum())
+            assert ev["tv"] == pytest.approx(tv, abs=1e-12) and float(row["tv"]) == pytest.approx(tv, abs=1e-4)
+            assert tv != pytest.approx(0.5 * float((q - 0.1).abs().sum()), abs=1e-6)  # not against the uniform prior
+            p = next(p for p in priors if p["test_imb_factor"] == rho and p["estimator"] == calib)
+            assert p["tv"] == pytest.approx(tv, abs=1e-12) and p["estimate"] == pytest.approx(ev["estimated_prior"])
+        # the EM estimate again by hand: validation split (labelled) + test logits (unlabelled), nothing else
+        vz, vy = logits(ds.val)
+        tz, _ = logits(ds.test)
+        em = create_calibrator("prior_em").fit(tz, val_logits=vz, val_labels=vy)
+        got = json.loads((reports / "none-bayias" / f"r{rho:g}-em" / "metrics.json").read_text())["evaluation"]
+        assert got["estimated_prior"] == pytest.approx(em.test_prior.tolist(), abs=1e-4)
+    md = (out / "table.md").read_text()
+    for line in ("| none-bayias | raw |", "| none-bayias | + pi' |", "| none-bayias | + EM |",
+                 "| none-bayias | + BBSE |", "## TV distance", "| none-bayias | EM |", "## Summary over rho' != 1"):
+        assert line in md, line
