@@ -21,7 +21,6 @@ Measured on the 2-core machine the package was written on, both cores busy with 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile

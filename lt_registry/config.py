@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model-ema-decay", type=float, default=0.9998)
     g.add_argument("--sched", default="multistep",
                    help="LR schedule: multistep (the paper's: warmup then x decay-rate at the milestones), or timm's "
-                        "cosine, step, poly, plateau, tanh, ...")
+                        "cosine, step, poly, tanh (plateau is refused: its metric-driven state does not resume)")
     g.add_argument("--min-lr", type=float, default=0.0, help="LR floor of cosine/poly/tanh schedules")
     g.add_argument("--warmup-lr", type=float, default=None,
                    help="LR at the start of warmup (default: lr / warmup-epochs, the paper's linear warmup)")

@@ -72,12 +72,17 @@ def spec_lr_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, lr: floa
     return sched
 
 
+_SCHEDULES_NO_PLATEAU = "cosine, tanh, step, multistep, poly"
+
+
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: Any, schedule: Dict[str, Any]):
     """The run's LR scheduler, stepped once per epoch: ``--sched multistep`` (the default) is the paper's
     schedule (:func:`spec_lr_scheduler`, docs/method.md §5) unless ``--warmup-lr`` / ``--min-lr`` change it; any
-    other ``--sched`` (``cosine``, ``step``, ``poly``, ``tanh``, ``plateau``, ...) is timm's
-    ``create_scheduler_v2`` with ``--epochs``, ``--warmup-epochs``, ``--warmup-lr``, ``--min-lr``,
-    ``--decay-epochs``, ``--decay-rate`` and the schedule's milestones."""
+    other ``--sched`` (``cosine``, ``step``, ``poly``, ``tanh``, ...) is timm's ``create_scheduler_v2`` with
+    ``--epochs``, ``--warmup-epochs``, ``--warmup-lr``, ``--min-lr``, ``--decay-epochs``, ``--decay-rate`` and the
+    schedule's milestones. Every one is a function of the epoch, so a resumed run continues exactly. timm's
+    ``plateau`` is refused: it decays on a metric, keeps state (best value, patience counter) that checkpoints do not
+    carry, and timm itself deprecates it."""
     from timm.scheduler import create_scheduler_v2
 
     name = getattr(args, "sched", "multistep") or "multistep"
@@ -87,6 +92,10 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: Any, schedule: Di
     if name == "multistep" and warmup_lr is None and min_lr == 0.0:
         return spec_lr_scheduler(optimizer, epochs=args.epochs, lr=args.lr, warmup_epochs=warmup,
                                  milestones=tuple(schedule["decay_milestones"]), decay_rate=schedule["decay_rate"])
+    if name == "plateau":
+        raise ValueError("--sched plateau is not supported: it decays on a validation metric and its state (best "
+                         f"value, patience counter) is not checkpointed, so a resumed run would not continue exactly "
+                         f"(timm deprecates it too); use {_SCHEDULES_NO_PLATEAU}")
     decay_epochs = getattr(args, "decay_epochs", None)
     try:
         sched, _ = create_scheduler_v2(
@@ -96,8 +105,8 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, args: Any, schedule: Di
             min_lr=min_lr, warmup_lr=warmup_lr if warmup_lr is not None else args.lr / max(warmup, 1),
             warmup_epochs=warmup, step_on_epochs=True)
     except (AssertionError, ValueError, KeyError) as e:
-        raise ValueError(f"--sched {name!r} could not be built by timm ({e}); timm's schedules: cosine, tanh, step, "
-                         "multistep, plateau, poly") from None
+        raise ValueError(f"--sched {name!r} could not be built by timm ({e}); timm's schedules: "
+                         f"{_SCHEDULES_NO_PLATEAU}") from None
     if sched is None:
-        raise ValueError(f"unknown --sched {name!r}; timm's schedules: cosine, tanh, step, multistep, plateau, poly")
+        raise ValueError(f"unknown --sched {name!r}; timm's schedules: {_SCHEDULES_NO_PLATEAU}")
     return sched

@@ -167,6 +167,10 @@ def test_cosine_schedule_matches_its_formula():
         build_lr_scheduler(opt, argparse.Namespace(sched="nope", epochs=E, lr=lr, warmup_lr=None, min_lr=0.0,
                                                    decay_epochs=None),
                            {"warmup_epochs": 0, "decay_milestones": [8, 9], "decay_rate": 0.1})
+    with pytest.raises(ValueError, match="plateau is not supported.*not checkpointed.*use cosine"):
+        build_lr_scheduler(opt, argparse.Namespace(sched="plateau", epochs=E, lr=lr, warmup_lr=None, min_lr=0.0,
+                                                   decay_epochs=None),
+                           {"warmup_epochs": 0, "decay_milestones": [8, 9], "decay_rate": 0.1})
 
 
 def test_initial_checkpoint_and_local_pretrained_weights(tmp_path):

@@ -4,7 +4,6 @@ import torch
 from scipy import stats
 
 import lt_registry as L
-from lt_registry import MixedTarget
 from lt_registry.mixers import UNIMIX_PRESETS, resolve_unimix_preset, tau_from_code
 from lt_registry.mixers.base import sample_beta
 
@@ -164,7 +163,6 @@ def test_corollaries_1_to_3_shapes():
 
     # Corollary 1, mixup: random partner, lam ~ Beta(1, 1): the histogram follows the long tail
     y_b = torch.multinomial(pi, N, replacement=True, generator=g)
-    mix = L.create_mixer("mixup")
     lam = sample_beta(1.0, 1.0, N, device=torch.device("cpu"), generator=g)
     share, amp = shape(_dominant_class_histogram(pi, y_a, y_b, lam))
     assert share[0] > 0.8 and share[2] < 0.05

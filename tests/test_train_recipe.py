@@ -1,6 +1,5 @@
 """The training recipe end to end: run folder, resume, errors, distributed (issue: training recipe)."""
 import json
-import os
 import signal
 import subprocess
 import sys
