@@ -305,6 +305,28 @@ def test_collators_stack_mix_and_explain_bad_items():
         col([])
 
 
+def _soft_labels_per_batch(collator, epochs, workers=2, seed=0):
+    """The collator's soft labels, batch by batch, through a DataLoader with ``workers`` worker processes; every
+    batch holds labels 0..3, so its soft labels show the mixing draws (factors and partners) directly."""
+    items = [{"pixel_values": torch.zeros(2), "labels": i % 4} for i in range(16)]
+    loader = torch.utils.data.DataLoader(items, batch_size=4, num_workers=workers, collate_fn=collator,
+                                         generator=torch.Generator().manual_seed(seed))
+    return [[b["labels"] for b in loader] for _ in range(epochs)]
+
+
+def test_mixing_collator_gives_each_worker_its_own_reproducible_stream():
+    make = lambda: LTMixingCollator("mixup", num_classes=4, generator=torch.Generator().manual_seed(3))  # noqa: E731
+    run = _soft_labels_per_batch(make(), epochs=2)
+    first, second = run
+    # batches 0 and 1 come from workers 0 and 1: with one copied stream they would carry the same draws
+    assert not torch.equal(first[0], first[1])
+    assert not torch.equal(first[0], second[0])            # workers restart every epoch: new streams
+    again = _soft_labels_per_batch(make(), epochs=2)        # same seeds -> the same draws
+    assert all(torch.equal(a, b) for e, f in zip(run, again) for a, b in zip(e, f))
+    other = _soft_labels_per_batch(make(), epochs=1, seed=1)[0]
+    assert not torch.equal(first[0], other[0])              # the loader's seed moves the workers' streams
+
+
 def test_lttrainer_needs_transformers_and_names_the_extra(monkeypatch):
     from lt_registry.interop import hf_transformers
 

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 import torch
 
 from .._registry import create_loss
+from ..data.seeding import sample_seed
 from ..labels import check_labels
 from .timm_mixup import LTMixup
 
@@ -170,8 +171,10 @@ class LTMixingCollator(LTCollator):
         num_classes / class_counts: C, or the training counts (needed by ``remix`` and ``unimix``).
         label_smoothing: timm's smoothing of the soft labels, ``(1 - eps) * t + eps / C``; default 0 (the
             Trainer's ``label_smoothing_factor`` does not apply to a ``compute_loss_func``).
-        generator: a ``torch.Generator`` for the draws. With ``dataloader_num_workers > 0`` each worker holds a
-            copy of it (the same stream in every worker); leave it ``None`` there, workers are seeded apart.
+        generator: a CPU ``torch.Generator`` for the draws (reproducible mixing). In DataLoader workers each
+            worker reseeds its copy once per worker start from the generator's seed and the worker's own seed
+            (``get_worker_info().seed``: distinct per worker and per epoch, and reproducible when the loader's
+            generator is seeded, as the Trainer does), so workers never repeat one another's draws.
         input_key / label_key: as for :class:`LTCollator`.
         **mixer_opts: options of the named mixer.
 
@@ -189,13 +192,24 @@ class LTMixingCollator(LTCollator):
         self.mixup = LTMixup(mixer, num_classes=num_classes, label_smoothing=label_smoothing,
                              class_counts=class_counts, generator=generator, **mixer_opts)
         self.eval_collator = LTCollator(input_key=input_key, label_key=label_key)
+        self._base_seed = generator.initial_seed() if generator is not None else None
+        self._worker_seed: Optional[int] = None
 
     @property
     def num_classes(self) -> int:
         return self.mixup.num_classes
 
+    def _reseed_in_worker(self) -> None:
+        """Give this worker's copy of the generator its own stream (see ``generator`` above)."""
+        info = torch.utils.data.get_worker_info()
+        if info is None or self.mixup.generator is None or self._worker_seed == info.seed:
+            return
+        self._worker_seed = info.seed
+        self.mixup.generator.manual_seed(sample_seed(self._base_seed, info.seed, info.id))
+
     def __call__(self, features: Sequence[Mapping]) -> Dict[str, torch.Tensor]:
         x, y = self.stack(features)
+        self._reseed_in_worker()
         x, soft = self.mixup(x, y)
         return {self.input_key: x, "labels": soft}
 
