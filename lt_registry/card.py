@@ -18,6 +18,7 @@ from .config import TRAIN_ARGS_FILE, read_yaml_mapping
 from .data.builder import DATASETS
 from .losses import assumed_test_prior
 from .metrics.table import METRICS
+from .provenance import describe_segments
 
 __all__ = ["build_model_card", "write_model_card", "CARD_TEMPLATE", "CardError"]
 
@@ -193,7 +194,8 @@ def build_model_card(run_dir: PathLike, repo_id: Optional[str] = None):
         ("LR schedule", _schedule_text(sched) if sched else None),
         ("DRW from epoch (0-indexed)", sched.get("drw_epoch")),
         ("mixing stops at epoch (0-indexed)", sched.get("mix_off_epoch")),
-        ("seed", lt.get("seed"))]
+        ("seed", lt.get("seed")),
+        ("trained in", describe_segments(metrics.get("segments")))]
     recipe_table = "\n".join(f"| {k} | {v} |" for k, v in recipe if v is not None)
     uniform = assumed_test_prior(loss) == "uniform"
     calibration_section = _calibration_section(metrics.get("calibration"), fmt)

@@ -73,14 +73,32 @@ class TrainState:
     step: int = 0
     epoch_loss_sum: float = 0.0
     epoch_seen: float = 0.0
-    resumes: List[Dict[str, Any]] = field(default_factory=list)  # where each resume of the run started
+    # one entry per process lifetime that trained the run (provenance.run_segment): when it started and from which
+    # checkpoint, the library commit, the machine, and how far it got (``to_epoch`` / ``to_step``) in what wall time;
+    # saved in every checkpoint, so a killed segment is still on record when the run resumes
+    segments: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def resumes(self) -> List[Dict[str, Any]]:
+        """Where each resume of the run started (``{checkpoint, epoch, step}``), from :attr:`segments`."""
+        return [seg["resumed_from"] for seg in self.segments if seg.get("resumed_from")]
+
+    def begin_segment(self, segment: Dict[str, Any]) -> None:
+        """Record a new process lifetime (``provenance.run_segment``) starting at the current position."""
+        self.segments.append(dict(segment, from_epoch=self.epoch, from_step=self.step, to_epoch=self.epoch,
+                                  to_step=self.step, wall_s=0.0))
+
+    def end_segment_here(self, wall_s: float) -> None:
+        """Move the current segment's end to the current position (called just before each checkpoint)."""
+        if self.segments:
+            self.segments[-1].update(to_epoch=self.epoch, to_step=self.step, wall_s=round(float(wall_s), 2))
 
     def state_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"epoch": self.epoch, "history": json.dumps(self.history), "elapsed_s": self.elapsed_s,
                              "best_epoch": self.best_epoch, "best_value": self.best_value,
                              "optimizer_steps": self.optimizer_steps, "step": self.step,
                              "epoch_loss_sum": self.epoch_loss_sum, "epoch_seen": self.epoch_seen,
-                             "resumes": json.dumps(self.resumes)}
+                             "segments": json.dumps(self.segments)}
         for name, g in self.generators.items():
             d[f"generator.{name}"] = g.get_state()
         return d
@@ -95,7 +113,10 @@ class TrainState:
         self.step = int(d.get("step", 0))
         self.epoch_loss_sum = float(d.get("epoch_loss_sum", 0.0))
         self.epoch_seen = float(d.get("epoch_seen", 0.0))
-        self.resumes = json.loads(d["resumes"]) if "resumes" in d else []
+        if "segments" in d:
+            self.segments = json.loads(d["segments"])
+        else:  # checkpoints written before segments were recorded kept only the resume points
+            self.segments = [{"resumed_from": None}] + [{"resumed_from": r} for r in json.loads(d.get("resumes", "[]"))]
         for name, g in self.generators.items():
             if f"generator.{name}" in d:
                 g.set_state(d[f"generator.{name}"].cpu())

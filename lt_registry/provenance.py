@@ -15,7 +15,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
-__all__ = ["git_commit", "describe_versions", "hardware_info", "hardware_line", "peak_memory", "cpus_available"]
+__all__ = ["git_commit", "describe_versions", "hardware_info", "hardware_line", "peak_memory", "cpus_available",
+           "run_segment", "describe_segments", "format_duration"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -105,3 +106,61 @@ def peak_memory(device: torch.device) -> Dict[str, Any]:
     except (ImportError, OSError):
         pass
     return out
+
+
+def run_segment(device: torch.device, num_processes: int = 1,
+                resumed_from: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The provenance of one process lifetime of a training run (``metrics.json`` ``segments``): start time, the
+    checkpoint it resumed from (``None``: a fresh start), the library's git commit (and whether the checkout had
+    uncommitted changes), and the machine in one line (CPUs, accelerator, processes). No paths, no host name."""
+    import time
+
+    if device.type == "cuda":
+        machine = f"{num_processes} x {torch.cuda.get_device_name(device)}"
+    else:
+        machine = f"{num_processes} process(es) on {device.type}"
+    machine += f"; {cpus_available()} CPUs; torch {torch.__version__}"
+    return {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_from": resumed_from,
+            **git_commit(dirty=True), "machine": machine}
+
+
+def format_duration(s: Optional[float], short: bool = False) -> str:
+    """``5.2 -> '5.2s'``, ``3725 -> '1h02m05s'``; ``short`` for tables: ``'5s'``, ``'1h02m'``, and ``''`` for None."""
+    if s is None:
+        return "" if short else "n/a"
+    s = float(s)
+    if s < 60:
+        return f"{s:.0f}s" if short else f"{s:.1f}s"
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    if h:
+        return f"{h}h{m:02d}m" if short else f"{h}h{m:02d}m{sec:02d}s"
+    return f"{m}m{sec:02d}s"
+
+
+def describe_segments(segments: Any) -> Optional[str]:
+    """``metrics.json``'s ``segments`` in one line for cards and reports: per process lifetime the epochs it trained
+    (1-indexed, inclusive, with the batch where a segment started or ended mid-epoch), the library commit, the machine and the wall time.
+    Segments recorded before provenance was kept say so. ``None`` when there is nothing to describe."""
+    if not isinstance(segments, list) or not segments:
+        return None
+    parts = []
+    for seg in segments:
+        if not isinstance(seg, dict):
+            continue
+        a, b = seg.get("from_epoch"), seg.get("to_epoch")
+        if a is None or b is None:
+            parts.append("a segment written before segments were recorded (commit, machine and span unknown)")
+            continue
+        i, j = seg.get("from_step") or 0, seg.get("to_step") or 0
+        if (a, i) == (b, j):
+            span = "nothing trained"
+        else:
+            span = (f"epoch {a + 1}" + (f" batch {i + 1}" if i else "") + " to "
+                    + (f"epoch {b + 1} batch {j}" if j else f"epoch {b}"))
+        commit = seg.get("git_commit") or "commit unknown"
+        if seg.get("git_dirty"):
+            commit += " with uncommitted changes"
+        parts.append(f"{span} at {commit} ({seg.get('machine', 'machine unknown')}, "
+                     f"{format_duration(seg.get('wall_s'))}, started {seg.get('started', '?')})")
+    return "; ".join(parts) or None

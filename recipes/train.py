@@ -34,7 +34,7 @@ from lt_registry import (UNIMIX_PRESETS, ClassPrior, DeferredReweighting, create
 from lt_registry.config import RunError, parse_args, parse_kv, user_input_errors
 from lt_registry.hub import HubError
 from lt_registry.models.factory import build_model, check_model_classes
-from lt_registry.provenance import describe_versions, peak_memory
+from lt_registry.provenance import describe_versions, peak_memory, run_segment
 from lt_registry.run import finalize_run, write_train_args
 from lt_registry.schedule import build_lr_scheduler, resolve_schedule
 
@@ -274,9 +274,9 @@ def training_function(args: argparse.Namespace) -> int:
         if loaded is None:
             raise RunError(f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}")
         resumed_from = {"checkpoint": loaded.name, "epoch": state.epoch, "step": state.step}
-        state.resumes.append(resumed_from)
         say(f"resumed {run_dir} from checkpoint {loaded.name}: epoch {state.epoch} (0-indexed), "
             + (f"batch {state.step} of it" if state.step else "at its start"))
+    state.begin_segment(run_segment(dev, accelerator.num_processes, resumed_from))
     lt_block = lt_block_of_run(ds, prior, args, schedule=sched, mixer=mixer, versions=describe_versions(),
                                data_config=data_config)
     if accelerator.is_main_process:
@@ -321,6 +321,7 @@ def training_function(args: argparse.Namespace) -> int:
     def checkpoint_mid_epoch(next_step: int, loss_sum: float, seen: float) -> None:
         state.step, state.epoch_loss_sum, state.epoch_seen = next_step, loss_sum, seen
         state.elapsed_s = elapsed_before + time.perf_counter() - t_start
+        state.end_segment_here(time.perf_counter() - t_start)
         ckpt.save(state.epoch, step=next_step)
 
     try:
@@ -357,6 +358,7 @@ def training_function(args: argparse.Namespace) -> int:
             state.step, state.epoch_loss_sum, state.epoch_seen = 0, 0.0, 0.0
             state.history.append(row)
             state.elapsed_s = elapsed_before + time.perf_counter() - t_start
+            state.end_segment_here(time.perf_counter() - t_start)
             ckpt.save(epoch)
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch)
             say(f"epoch {epoch + 1}/{args.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.4g}"
@@ -368,7 +370,10 @@ def training_function(args: argparse.Namespace) -> int:
                        f"resume with --resume {run_dir} after fixing the cause.") from None
 
     # ---- after training: validation numbers of the final model, then the test split, read once ----------------
-    extra: Dict[str, Any] = {"resumed_from": state.resumes} if state.resumes else {}
+    state.end_segment_here(time.perf_counter() - t_start)
+    extra: Dict[str, Any] = {"segments": state.segments}
+    if state.resumes:
+        extra["resumed_from"] = state.resumes
     final_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     if val_loader is not None:
         extra["val"] = {k: v for k, v in score(*evaluate(model, val_loader, accelerator)).items()

@@ -109,6 +109,9 @@ def test_kill_and_resume_is_bit_identical(tmp_path, case):
     m = _assert_same_run(tmp_path / "straight", tmp_path / "killed")
     step = int(checkpoint.split("_step_")[1]) if "_step_" in checkpoint else 0
     assert m["resumed_from"][0]["checkpoint"] == checkpoint and m["resumed_from"][0]["step"] == step
+    killed, resumed = m["segments"]  # the killed process's segment ends where the resume starts
+    assert (killed["to_epoch"], killed["to_step"]) == (resumed["from_epoch"], resumed["from_step"]) \
+        == (m["resumed_from"][0]["epoch"], step)
 
 
 @pytest.mark.slow

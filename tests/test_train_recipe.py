@@ -217,6 +217,14 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     assert res["resumed"] is True
     killed_epochs = sum(r["epoch_time_s"] for r in mb["epochs"][:2])
     assert res["wall_time_s"] >= res["wall_time_this_process_s"] + 0.9 * killed_epochs
+    # both process lifetimes are on record: the killed one up to its last checkpoint, then the resume
+    first, second = mb["segments"]
+    assert (first["resumed_from"], first["from_epoch"], first["to_epoch"]) == (None, 0, 2)
+    assert second["resumed_from"]["checkpoint"] == "epoch_0001" and (second["from_epoch"], second["to_epoch"]) == (2, 4)
+    assert first["git_commit"] == second["git_commit"] == ma["lt"]["versions"].get("lt_registry_commit")
+    assert len(ma["segments"]) == 1 and "resumed_from" not in ma
+    card = (tmp_path / "killed" / "README.md").read_text()
+    assert "| trained in | epoch 1 to epoch 2 at " in card and "; epoch 3 to epoch 4 at " in card
 
 
 @pytest.mark.distributed

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import yaml
 
 from ..metrics.table import metric_keys
-from ..provenance import hardware_line
+from ..provenance import describe_segments, format_duration, hardware_line
 from .cells import (FAILED, INCOMPLETE, INTERRUPTED, OK, PENDING, STATUSES, Cell, GridError, LossSpec, MixSpec,
                     cell_status, folder_status, format_rho)
 
@@ -34,23 +34,9 @@ PathLike = Union[str, Path]
 #: the columns of results.csv, one row per cell
 RESULT_COLUMNS = ["name", "status", "dataset", "imb_factor", "mix", "preset", "mix_spec", "loss", "drw", "loss_spec",
                   "variant", "seed", "epochs", *metric_keys("grid"), "wall_s", "train_s", "peak_gpu_memory_mb",
-                  "peak_host_rss_mb", "commit", "error", "run_dir", "log"]
+                  "peak_host_rss_mb", "commit", "trained_in", "error", "run_dir", "log"]
 _CELL_COLUMNS = ("name", "dataset", "imb_factor", "mix", "preset", "mix_spec", "loss", "drw", "loss_spec", "variant",
                  "seed", "epochs")
-
-
-def format_duration(s: Optional[float], short: bool = False) -> str:
-    """``5.2 -> '5.2s'``, ``3725 -> '1h02m05s'``; ``short`` for tables: ``'5s'``, ``'1h02m'``, and ``''`` for None."""
-    if s is None:
-        return "" if short else "n/a"
-    s = float(s)
-    if s < 60:
-        return f"{s:.0f}s" if short else f"{s:.1f}s"
-    m, sec = divmod(int(round(s)), 60)
-    h, m = divmod(m, 60)
-    if h:
-        return f"{h}h{m:02d}m" if short else f"{h}h{m:02d}m{sec:02d}s"
-    return f"{m}m{sec:02d}s"
 
 
 # ---- rows -----------------------------------------------------------------------------------------------------
@@ -108,6 +94,11 @@ def collect_results(cells: Sequence[Cell], runs_dir: PathLike, records: Optional
         if row["imb_factor"] is None and lt.get("imb_factor") is not None:
             row["imb_factor"] = float(lt["imb_factor"])
         row["commit"] = (lt.get("versions") or {}).get("lt_registry_commit")
+        segments = m.get("segments") if isinstance(m.get("segments"), list) else []
+        commits = [seg["git_commit"] for seg in segments if isinstance(seg, dict) and seg.get("git_commit")]
+        if commits:  # every commit that trained part of the run, in order
+            row["commit"] = "+".join(dict.fromkeys(commits))
+        row["trained_in"] = describe_segments(segments)
         times = [e.get("epoch_time_s") for e in m.get("epochs") or [] if isinstance(e, dict)]
         times = [t for t in times if isinstance(t, (int, float))]
         row["train_s"] = round(sum(times), 2) if times else None
@@ -418,6 +409,15 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Ablatio
             g.col, str(g.n), _stat(g, "top1"), _signed(g.gain) if g.gain is not None else "",
             _stat(g, "ece"), _stat(g, "mce"), _stat(g, "many"), _stat(g, "medium"), _stat(g, "few"), *ref,
             format_duration(g.stat("wall_s")[0], short=True), status]) + " |")
+
+    done = [r for r in rows if r["status"] == OK]
+    if done:
+        out += ["", "## Provenance", "",
+                "What trained each finished run: every process lifetime (a resumed run has several) with its epochs, "
+                "library commit, machine and wall time, from the run's metrics.json.", ""]
+        out += [f"- `{r['name']}`: " + (r.get("trained_in") or f"commit {r.get('commit') or 'unknown'} (the run "
+                                        "predates per-segment records), " + format_duration(r.get("train_s")))
+                for r in done]
 
     bad = [r for r in rows if r["status"] in (FAILED, INTERRUPTED)]
     if bad:
