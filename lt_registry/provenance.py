@@ -140,8 +140,8 @@ def format_duration(s: Optional[float], short: bool = False) -> str:
 
 def describe_segments(segments: Any) -> Optional[str]:
     """``metrics.json``'s ``segments`` in one line for cards and reports: per process lifetime the epochs it trained
-    (1-indexed, inclusive, with the batch where a segment started or ended mid-epoch), the library commit, the machine and the wall time.
-    Segments recorded before provenance was kept say so. ``None`` when there is nothing to describe."""
+    (1-indexed, inclusive, with the batch where a segment started or ended mid-epoch), the library commit, the
+    machine and the wall time. Segments recorded before provenance was kept say so. ``None``: nothing to describe."""
     if not isinstance(segments, list) or not segments:
         return None
     parts = []

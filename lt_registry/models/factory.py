@@ -72,9 +72,10 @@ def check_model_classes(model: torch.nn.Module, num_classes: int, name: str = ""
 
 
 def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
-    """A state dict from a ``.safetensors`` file, a ``.pth``/``.bin``/``.pt`` file (``torch.load(weights_only=
-    True)``: tensors only, nothing unpickled) or a run folder (its ``model.safetensors``). A training checkpoint
-    that nests the weights under ``state_dict`` / ``model`` / ``state_dict_ema`` is unwrapped."""
+    """A state dict from a ``.safetensors`` file, a ``.pth``/``.bin``/``.pt`` file (read with
+    ``torch.load(..., weights_only=True)``: tensors only, nothing unpickled) or a run folder (its
+    ``model.safetensors``). A training checkpoint that nests the weights under ``state_dict`` / ``model`` /
+    ``state_dict_ema`` is unwrapped."""
     p = Path(path).expanduser()
     if p.is_dir():
         if not (p / "model.safetensors").is_file():
