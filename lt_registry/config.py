@@ -17,6 +17,7 @@ import yaml
 
 from ._registry import list_losses, list_mixers, list_samplers
 from .mixers.unimix import DEFAULT_UNIMIX_PRESET, UNIMIX_PRESETS
+from .paths import PATH_OPTIONS, same_path
 
 __all__ = ["RunError", "user_input_errors", "read_yaml_mapping", "build_parser", "parse_args", "parse_kv",
            "TRAIN_ARGS_FILE", "RESULT_NEUTRAL_OPTIONS", "changed_options"]
@@ -36,14 +37,17 @@ RESULT_NEUTRAL_OPTIONS = frozenset({
 def changed_options(saved: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
     """Result-affecting options whose value in ``now`` differs from ``saved`` (a run's train_args.yaml), as
     ``"lr: 0.1 -> 0.05"``; options missing from ``saved`` (added to the recipe later) are not compared, nor the UniMix
-    preset of a run that does not use UniMix."""
+    preset of a run that does not use UniMix. Path options compare the files they name: the same dataset reached
+    through another path (``data/cifar10`` linked to ``/mnt/cifar10``) is no change."""
     diffs = []
     uses_preset = "unimix" in (saved.get("mix"), now.get("mix"))
     for k, b in sorted(now.items()):
         if k in RESULT_NEUTRAL_OPTIONS or k not in saved or (k == "preset" and not uses_preset):
             continue
         a = saved[k]
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if k in PATH_OPTIONS:
+            same = same_path(a, b)
+        elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
             same = float(a) == float(b)
         elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
             same = list(a) == list(b)

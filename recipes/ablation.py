@@ -2,7 +2,7 @@
 """The paper's ablation grid (Table 4: mixers x losses, per dataset and imbalance factor) in one command.
 
     python recipes/ablation.py --mix none mixup remix unimix --loss ce ldam bayias --dataset cifar10_lt \\
-        --imb-factor 100 --seed 0 1 -- --epochs 200 --data-dir ../shared/data/cifar10-jpeg75
+        --imb-factor 100 --seed 0 1 -- --epochs 200 --data-dir data/cifar10-jpeg75
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --jobs 4
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --dry-run     # print the commands
     python recipes/ablation.py --grid recipes/configs/ablation_table4.yaml --report-only # tables from what finished
@@ -379,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _publish(args: argparse.Namespace, out: Path, cells: List[C.Cell]) -> None:
     if args.publish:
-        n = publish(out, Path(args.publish), cells, args.publish_models)
+        n = publish(out, Path(args.publish), cells, args.publish_models, root=ROOT)
         say(f"published the report and {n} finished cell(s) to {_display(Path(args.publish))}")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Trained models under a shifted test prior, known or estimated (docs/method.md §2, §6.1; the paper's App. D.4, Table D2).
 
-    python recipes/prior_shift.py RUN [RUN ...] --data-dir ../shared/data/cifar10-jpeg75 \\
+    python recipes/prior_shift.py RUN [RUN ...] --data-dir data/cifar10-jpeg75 \\
         --test-imb-factor 100 10 1 0.1 0.01 --output results/<name>/prior_shift
 
 Every model (a run folder, ``local-dir:<path>`` or ``hf-hub:<id>``) is evaluated with ``recipes/evaluate.py`` on
@@ -28,7 +28,8 @@ test set's true prior by the total-variation distance ``TV = 1/2 sum_c |q_c - pi
 
 Writes into ``--output``: ``table.md`` (top-1 and ECE per model and rho', the TV of every estimate and a summary),
 ``table.csv`` (one row per model x rho' x adaptation, ``adapted`` = False / True / em / bbse, with MCE,
-many/medium/few and ``tv``), ``priors.json`` (the true and estimated test priors) and ``command.txt``; the full
+many/medium/few and ``tv``), ``priors.json`` (the true and estimated test priors) and ``command.txt``, naming only
+paths inside the repository (a data folder outside it as ``data/<name>``, docs/method.md §5.2); the full
 evaluation report of every (model, rho', adaptation) goes to ``--reports`` (default ``output/prior_shift``).
 """
 from __future__ import annotations
@@ -36,12 +37,13 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import io
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent
 RHO_PRIME = [100.0, 10.0, 1.0, 0.1, 0.01]
@@ -245,20 +247,34 @@ def run_prior_shift(args: argparse.Namespace, argv: Sequence[str], ev: Any) -> L
                       f"{f['top1']:6.2f}  ECE {f['ece']:6.2f}  TV {e['tv']:.4f}", flush=True)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    public = _public_paths(args)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_KEYS)
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
     with open(out / "table.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_KEYS)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
-    (out / "table.md").write_text(table_markdown(rows, args.test_imb_factor))
+        fh.write(public(buf.getvalue()))
+    (out / "table.md").write_text(public(table_markdown(rows, args.test_imb_factor)))
     if priors:
         (out / "priors.json").write_text(json.dumps(
             {"tv": "1/2 sum_c |estimate_c - test_prior_c|",
              "fitted_on": "the run's validation split (labelled) and the test set's logits (unlabelled)",
              "rows": priors}, indent=1) + "\n")
     cmd = shlex.join([Path(sys.executable).name, "recipes/prior_shift.py", *argv])
-    (out / "command.txt").write_text(f"{cmd}\n# run {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    (out / "command.txt").write_text(public(f"{cmd}\n# run {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"))
     return rows
+
+
+def _public_paths(args: argparse.Namespace) -> Callable[[str], str]:
+    """The tables and command are written to be shared (results/): they name only paths inside the repository
+    (docs/method.md §5.2; a data folder outside it as data/<name>)."""
+    from lt_registry.paths import scrub_paths
+
+    paths = [(s[len("local-dir:"):] if s.startswith("local-dir:") else s, False) for s in args.sources]
+    paths += [(args.data_dir, True)] if args.data_dir else []
+    paths += [(args.output, False), (args.reports, False)]
+    return lambda text: scrub_paths(text, paths, ROOT.parent)
 
 
 def _row_name(adapted: Any) -> str:

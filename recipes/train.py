@@ -2,7 +2,7 @@
 """Train, evaluate and report a long-tailed classifier: one flat script for CPU, one GPU and many GPUs.
 
     accelerate launch recipes/train.py --mix unimix --loss bayias
-    accelerate launch recipes/train.py --config recipes/configs/cifar10_lt_r100.yaml --data-dir ../shared/data/cifar10-jpeg75
+    accelerate launch recipes/train.py --config recipes/configs/cifar10_lt_r100.yaml --data-dir data/cifar10-jpeg75
     accelerate launch --multi_gpu --num_processes 2 recipes/train.py --mix unimix --loss bayias
     accelerate launch recipes/train.py --resume output/train/<run>
 

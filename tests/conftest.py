@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
+#: real data for the slow tests: the repository's data/ folder (README "Data"), else the project's copy beside it
+DATA = ROOT / "data" if (ROOT / "data" / "cifar10-jpeg75").exists() else ROOT.parent / "shared" / "data"
 RECIPES = ROOT / "recipes"
 TRAIN = RECIPES / "train.py"
 #: a 2-epoch run of the smallest CIFAR ResNet on the embedded digits (seconds on a CPU)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DATA
 from lt_registry.data import (
     CIFAR_MEAN, CIFAR_STD, CifarTestTransform, CifarTrainTransform, ListFileDataset, TensorImageDataset,
     build_dataset, cifar_lt_indices, imbalanced_test_indices, list_datasets, load_cifar, load_digits_arrays,
@@ -16,9 +17,8 @@ from lt_registry.data import (
 )
 from lt_registry.prior import long_tail_counts
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-CIFAR10_NPZ = SHARED / "cifar10-jpeg75"
-PLACES_VAL = SHARED / "lt_splits" / "Places_LT" / "Places_LT_val.txt"
+CIFAR10_NPZ = DATA / "cifar10-jpeg75"
+PLACES_VAL = DATA / "lt_splits" / "Places_LT" / "Places_LT_val.txt"
 CIFAR10_RHO100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
@@ -85,7 +85,7 @@ def test_lt_selection_bad_inputs():
 @pytest.mark.slow
 def test_cifar10_lt_from_shared_npz_selects_the_standard_images():
     if not (CIFAR10_NPZ / "train.npz").is_file():
-        pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR10_NPZ}")
+        pytest.skip("the CIFAR-10 JPEG copy is not in data/cifar10-jpeg75 (README 'Data')")
     z = np.load(CIFAR10_NPZ / "train.npz")
     train = load_cifar("cifar10", CIFAR10_NPZ, "train")
     assert train.images.shape == (50000, 32, 32, 3) and np.array_equal(train.labels, z["labels"])
@@ -274,7 +274,7 @@ def test_missing_or_empty_data_dir_errors(tmp_path):
 # ---- list files -------------------------------------------------------------------------------------------
 def _places_tree(tmp_path: Path, n_lines: int = 60) -> tuple:
     if not PLACES_VAL.is_file():
-        pytest.skip(f"Places-LT list files not found at {PLACES_VAL.parent}")
+        pytest.skip("the Places-LT list files are not in data/lt_splits/Places_LT (README 'Data')")
     from PIL import Image
 
     lines = PLACES_VAL.read_text().splitlines()[:n_lines]

@@ -18,7 +18,7 @@ PKG = ROOT / "lt_registry"
 #: the layers, lowest first; a module may import its own layer or lower ones (a module not named here sits in
 #: the layer of its sub-package, e.g. lt_registry.losses.ce in "components")
 LAYERS = {
-    "base": ["_version", "_registry", "labels", "prior"],
+    "base": ["_version", "_registry", "labels", "prior", "paths"],
     "components": ["losses", "mixers", "samplers", "metrics", "data", "models", "schedule", "engine", "config",
                    "provenance", "calibration", "interop"],
     "outputs": ["report", "card", "hub"],

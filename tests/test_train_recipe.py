@@ -10,13 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import TINY_TRAIN, offline_env, run_train
+from conftest import DATA, TINY_TRAIN, offline_env, run_train
 from lt_registry.config import RunError
 from lt_registry.schedule import lr_at_epoch, resolve_schedule, spec_lr_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "recipes" / "train.py"
-SHARED = ROOT.parent / "shared" / "data"
 TINY = TINY_TRAIN
 
 
@@ -246,10 +245,10 @@ def test_two_process_run_counts_every_test_sample_once(tmp_path):
 
 @pytest.mark.slow
 def test_cifar10_lt_one_epoch_on_real_data(tmp_path):
-    if not (SHARED / "cifar10-jpeg75" / "train.npz").is_file():
-        pytest.skip(f"real CIFAR-10 copy not found at {SHARED / 'cifar10-jpeg75'}")
+    if not (DATA / "cifar10-jpeg75" / "train.npz").is_file():
+        pytest.skip("the CIFAR-10 JPEG copy is not in data/cifar10-jpeg75 (README 'Data')")
     run_train(tmp_path, "--config", str(ROOT / "recipes/configs/cifar10_lt_r100.yaml"),
-              "--data-dir", str(SHARED / "cifar10-jpeg75"), "--epochs", "1", "--workers", "2", "--no-progress",
+              "--data-dir", str(DATA / "cifar10-jpeg75"), "--epochs", "1", "--workers", "2", "--no-progress",
               name="c10", timeout=900)
     m = json.loads((tmp_path / "c10" / "metrics.json").read_text())
     cfg = json.loads((tmp_path / "c10" / "config.json").read_text())

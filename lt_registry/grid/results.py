@@ -20,7 +20,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import yaml
 
+from ..config import TRAIN_ARGS_FILE, read_yaml_mapping
 from ..metrics.table import metric_keys
+from ..paths import run_paths, scrub_paths
 from ..provenance import describe_segments, format_duration, hardware_line
 from .cells import (FAILED, INCOMPLETE, INTERRUPTED, OK, PENDING, STATUSES, Cell, GridError, LossSpec, MixSpec,
                     cell_status, folder_status, format_rho)
@@ -498,20 +500,27 @@ def report_header(record: Mapping[str, Any], records: Mapping[str, Mapping[str, 
 #: what --publish copies: the report files, and per finished cell its small files (or all but checkpoints/)
 PUBLISHED_REPORT_FILES = ("results.md", "results.csv", "results.png", "grid.json")
 PUBLISHED_RUN_FILES = ("metrics.json", "train_args.yaml", "calibration/bins.csv")
+#: copied files whose paths :func:`publish` rewrites
+_TEXT_SUFFIXES = (".md", ".csv", ".json", ".yaml", ".yml", ".txt")
 
 
-def publish(out: PathLike, dest: PathLike, cells: Sequence[Cell], models: bool = False) -> int:
+def publish(out: PathLike, dest: PathLike, cells: Sequence[Cell], models: bool = False,
+            root: Optional[PathLike] = None) -> int:
     """Copy what a reader needs to check the grid's numbers from ``out`` to ``dest`` (e.g. ``results/<name>``, to
     commit): the report files and, per finished cell, its metrics, resolved arguments and reliability-diagram
     bins. With ``models``, each finished cell's whole run folder but ``checkpoints/`` (weights, config.json,
-    model card and plots). Returns the number of cells copied."""
+    model card and plots). Returns the number of cells copied.
+
+    The copies name only paths inside the repository ``root`` (default: the working directory): the paths the
+    runs were given and the grid's output folder are rewritten by :func:`lt_registry.paths.scrub_paths` (a data
+    folder outside the repository becomes ``data/<name>``) in every text file copied."""
     out, dest = Path(out), Path(dest)
+    root = Path(root) if root is not None else Path.cwd()
     if dest.resolve() == out.resolve():
         raise GridError(f"--publish needs a folder other than the grid's output {out}")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in PUBLISHED_REPORT_FILES:
-        if (out / name).is_file():
-            shutil.copy2(out / name, dest / name)
+    files: List[Tuple[Path, Path]] = [(out / n, dest / n) for n in PUBLISHED_REPORT_FILES if (out / n).is_file()]
+    paths: List[Any] = [(str(out), False)]
     copied = 0
     for c in cells:
         src = out / "runs" / c.name
@@ -522,8 +531,16 @@ def publish(out: PathLike, dest: PathLike, cells: Sequence[Cell], models: bool =
                           if f.is_file() and f.relative_to(src).parts[0] != "checkpoints" and f.suffix != ".tmp")
         else:
             rels = [rel for rel in PUBLISHED_RUN_FILES if (src / rel).is_file()]
-        for rel in rels:
-            (dest / "runs" / c.name / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dest / "runs" / c.name / rel)
+        files += [(src / rel, dest / "runs" / c.name / rel) for rel in rels]
+        if (src / TRAIN_ARGS_FILE).is_file():
+            paths += run_paths(read_yaml_mapping(src / TRAIN_ARGS_FILE, "the run's train arguments", "option: value"))
         copied += 1
+    for src, dst in files:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix in _TEXT_SUFFIXES:
+            with open(src, newline="") as fin, open(dst, "w", newline="") as fout:  # line endings kept as they are
+                fout.write(scrub_paths(fin.read(), paths, root))
+            shutil.copystat(src, dst)
+        else:
+            shutil.copy2(src, dst)
     return copied
