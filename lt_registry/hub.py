@@ -241,12 +241,34 @@ def check_push_args(repo_id: str, token: Optional[str] = None) -> str:
     return _token(token)
 
 
+def _push_operations(run_dir: Path) -> List[Any]:
+    """One commit's files: the run folder without ``checkpoints/`` and temporary files; ``train_args.yaml`` names
+    only paths inside the working directory's repository (a data folder elsewhere as ``data/<name>``, docs/method.md
+    §5.2), so a push does not publish where the data lived on the machine that trained."""
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.utils import filter_repo_objects
+
+    from .config import TRAIN_ARGS_FILE, read_yaml_mapping
+    from .paths import run_paths, scrub_paths
+
+    rels = sorted(f.relative_to(run_dir).as_posix() for f in run_dir.rglob("*") if f.is_file())
+    ops = []
+    for rel in filter_repo_objects(rels, ignore_patterns=_PUSH_IGNORE):
+        content: Any = str(run_dir / rel)
+        if rel == TRAIN_ARGS_FILE:
+            args = read_yaml_mapping(run_dir / rel, "the run's train arguments", "option: value")
+            content = scrub_paths((run_dir / rel).read_text(), run_paths(args), Path.cwd()).encode()
+        ops.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=content))
+    return ops
+
+
 def push_to_hub(run_dir: PathLike, repo_id: str, *, private: bool = False, token: Optional[str] = None,
                 commit_message: Optional[str] = None) -> str:
     """Upload a finished run folder (without ``checkpoints/``) to ``repo_id``; returns the repo URL.
 
     The folder is checked first (it must load: config, lt block, safetensors weights that match the config),
-    then the model card is rewritten with ``repo_id`` in its usage snippet. The token comes from ``token``,
+    then the model card is rewritten with ``repo_id`` in its usage snippet. The uploaded ``train_args.yaml`` names
+    only paths inside the repository (docs/method.md §5.2); the local one is left as it is. The token comes from ``token``,
     ``HF_TOKEN`` or the saved login; it is sent in the request header only and written to no file.
     """
     from huggingface_hub import HfApi
@@ -260,8 +282,7 @@ def push_to_hub(run_dir: PathLike, repo_id: str, *, private: bool = False, token
     api = HfApi(token=tok)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(run_dir), repo_id=repo_id, repo_type="model",
-                          ignore_patterns=list(_PUSH_IGNORE),
+        api.create_commit(repo_id=repo_id, repo_type="model", operations=_push_operations(run_dir),
                           commit_message=commit_message or f"Upload lt_registry run {run_dir.name}")
     except HfHubHTTPError as e:
         resp = getattr(e, "response", None)

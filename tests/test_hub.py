@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hub_server import FakeHub, closed_port_url
 
@@ -199,6 +200,12 @@ def test_push_writes_the_token_nowhere_and_leaves_checkpoints_out(pushed, hub):
     assert {"config.json", "model.safetensors", "metrics.json", "README.md", "train_args.yaml", "confusion.png",
             "calibration/reliability.png", "calibration/bins.csv"} <= files
     assert not [f for f in files if f.startswith("checkpoints")]
+    # the uploaded options name no path of this machine (the run was trained under pytest's temp folder, outside
+    # the repository: its output folder goes up as PATH/TO/<name>); the local file keeps the real one
+    local = (pushed["run"] / "train_args.yaml").read_text()
+    up = hub.files("user/tiny")["train_args.yaml"].decode()
+    assert "pytest-" in local and "pytest-" not in up and "\noutput: PATH/TO/" in up
+    assert yaml.safe_load(up).keys() == yaml.safe_load(local).keys()
 
 
 def test_push_recipe_with_the_default_client_path(hub, tiny_run, tmp_path):
