@@ -243,13 +243,13 @@ def check_push_args(repo_id: str, token: Optional[str] = None) -> str:
 
 def _push_operations(run_dir: Path) -> List[Any]:
     """One commit's files: the run folder without ``checkpoints/`` and temporary files; ``train_args.yaml`` names
-    only paths inside the working directory's repository (a data folder elsewhere as ``data/<name>``, docs/method.md
-    §5.2), so a push does not publish where the data lived on the machine that trained."""
+    only paths inside the git work tree of the working directory (a data folder elsewhere as ``data/<name>``,
+    docs/method.md §5.2), so a push does not publish where the data lived on the machine that trained."""
     from huggingface_hub import CommitOperationAdd
     from huggingface_hub.utils import filter_repo_objects
 
     from .config import TRAIN_ARGS_FILE, read_yaml_mapping
-    from .paths import run_paths, scrub_paths
+    from .paths import repository_root, run_paths, scrub_paths
 
     rels = sorted(f.relative_to(run_dir).as_posix() for f in run_dir.rglob("*") if f.is_file())
     ops = []
@@ -257,7 +257,7 @@ def _push_operations(run_dir: Path) -> List[Any]:
         content: Any = str(run_dir / rel)
         if rel == TRAIN_ARGS_FILE:
             args = read_yaml_mapping(run_dir / rel, "the run's train arguments", "option: value")
-            content = scrub_paths((run_dir / rel).read_text(), run_paths(args), Path.cwd()).encode()
+            content = scrub_paths((run_dir / rel).read_text(), run_paths(args), repository_root()).encode()
         ops.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=content))
     return ops
 

@@ -22,7 +22,7 @@ import yaml
 
 from ..config import TRAIN_ARGS_FILE, read_yaml_mapping
 from ..metrics.table import metric_keys
-from ..paths import run_paths, scrub_paths
+from ..paths import repository_root, run_paths, scrub_file, structure_paths
 from ..provenance import describe_segments, format_duration, hardware_line
 from .cells import (FAILED, INCOMPLETE, INTERRUPTED, OK, PENDING, STATUSES, Cell, GridError, LossSpec, MixSpec,
                     cell_status, folder_status, format_rho)
@@ -501,7 +501,7 @@ def report_header(record: Mapping[str, Any], records: Mapping[str, Mapping[str, 
 PUBLISHED_REPORT_FILES = ("results.md", "results.csv", "results.png", "grid.json")
 PUBLISHED_RUN_FILES = ("metrics.json", "train_args.yaml", "calibration/bins.csv")
 #: copied files whose paths :func:`publish` rewrites
-_TEXT_SUFFIXES = (".md", ".csv", ".json", ".yaml", ".yml", ".txt")
+_TEXT_SUFFIXES = (".md", ".csv", ".json", ".yaml", ".yml", ".txt", ".log", ".jsonl", ".tsv")
 
 
 def publish(out: PathLike, dest: PathLike, cells: Sequence[Cell], models: bool = False,
@@ -511,19 +511,27 @@ def publish(out: PathLike, dest: PathLike, cells: Sequence[Cell], models: bool =
     bins. With ``models``, each finished cell's whole run folder but ``checkpoints/`` (weights, config.json,
     model card and plots). Returns the number of cells copied.
 
-    The copies name only paths inside the repository ``root`` (default: the working directory): the paths the
-    runs were given and the grid's output folder are rewritten by :func:`lt_registry.paths.scrub_paths` (a data
-    folder outside the repository becomes ``data/<name>``) in every text file copied."""
+    The copies name only paths inside the repository ``root`` (default: the git work tree of the working
+    directory): in every text file copied, the paths the runs and the grid's commands were given, the grid's output
+    folder and any other absolute path out of the repository are rewritten by :func:`lt_registry.paths.scrub_file`
+    (a data folder outside the repository becomes ``data/<name>``, docs/method.md §5.2)."""
     out, dest = Path(out), Path(dest)
-    root = Path(root) if root is not None else Path.cwd()
+    root = Path(root) if root is not None else repository_root()
     if dest.resolve() == out.resolve():
         raise GridError(f"--publish needs a folder other than the grid's output {out}")
     dest.mkdir(parents=True, exist_ok=True)
     files: List[Tuple[Path, Path]] = [(out / n, dest / n) for n in PUBLISHED_REPORT_FILES if (out / n).is_file()]
     paths: List[Any] = [(str(out), False)]
+    if (out / "grid.json").is_file():  # every cell's and invocation's command, finished or not
+        try:
+            paths += structure_paths(json.loads((out / "grid.json").read_text()))
+        except ValueError:
+            pass
     copied = 0
     for c in cells:
         src = out / "runs" / c.name
+        if (src / TRAIN_ARGS_FILE).is_file():
+            paths += run_paths(read_yaml_mapping(src / TRAIN_ARGS_FILE, "the run's train arguments", "option: value"))
         if folder_status(src) != OK:
             continue
         if models:
@@ -532,14 +540,11 @@ def publish(out: PathLike, dest: PathLike, cells: Sequence[Cell], models: bool =
         else:
             rels = [rel for rel in PUBLISHED_RUN_FILES if (src / rel).is_file()]
         files += [(src / rel, dest / "runs" / c.name / rel) for rel in rels]
-        if (src / TRAIN_ARGS_FILE).is_file():
-            paths += run_paths(read_yaml_mapping(src / TRAIN_ARGS_FILE, "the run's train arguments", "option: value"))
         copied += 1
     for src, dst in files:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.suffix in _TEXT_SUFFIXES:
-            with open(src, newline="") as fin, open(dst, "w", newline="") as fout:  # line endings kept as they are
-                fout.write(scrub_paths(fin.read(), paths, root))
+            scrub_file(src, dst, paths, root)
             shutil.copystat(src, dst)
         else:
             shutil.copy2(src, dst)
