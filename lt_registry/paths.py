@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -119,8 +120,6 @@ def command_paths(argv: Iterable[Any]) -> List[Tuple[str, bool]]:
 def structure_paths(data: Any) -> List[Tuple[str, bool]]:
     """:func:`command_paths` of every command recorded in a JSON / YAML structure (``grid.json``): lists of
     arguments and command strings."""
-    import shlex
-
     if isinstance(data, dict):
         return [p for v in data.values() for p in structure_paths(v)]
     if isinstance(data, list):
