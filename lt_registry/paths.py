@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -134,6 +135,21 @@ def structure_paths(data: Any) -> List[Tuple[str, bool]]:
     return []
 
 
+def _warn_clashes(outside: Mapping[Path, str]) -> None:
+    """Warn when different folders outside the repository publish under one name (``/a/cifar`` and ``/b/cifar``
+    both as ``data/cifar``): the published files can no longer tell them apart."""
+    by_name: Dict[str, Dict[str, Path]] = {}
+    for a, name in outside.items():
+        if not any(a.is_relative_to(p) for p in outside if p != a):  # a file under a published folder keeps its place
+            by_name.setdefault(name, {})[os.path.realpath(a)] = a
+    for name, sources in by_name.items():
+        if len(sources) > 1:
+            listed = ", ".join(sorted(str(a) for a in sources.values()))
+            warnings.warn(f"different folders outside the repository are published under the one name {name!r}: "
+                          f"{listed}; give them different names (or place them in the repository's "
+                          f"{DATA_FOLDER}/ folder) to tell them apart in published files", stacklevel=3)
+
+
 def _substitutions(paths: Iterable[PathItem], root: Path) -> Dict[str, str]:
     """Every written form of ``paths`` (as given, without a trailing slash, absolute) -> its published form; a data
     path under another data path outside the repository keeps its place under that one's published name."""
@@ -147,6 +163,7 @@ def _substitutions(paths: Iterable[PathItem], root: Path) -> Dict[str, str]:
             items.append((value, bool(data)))
     outside = {_absolute(v): published_path(v, root, data=d) for v, d in items
                if d and not _absolute(v).is_relative_to(root)}
+    _warn_clashes(outside)
     subs: Dict[str, str] = {}
     for value, data in items:
         a = _absolute(value)

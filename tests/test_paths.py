@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 
 import pytest
 import yaml
@@ -61,6 +62,22 @@ def test_scrub_paths_longest_first_nested_data_unknown_paths_and_the_root(tmp_pa
     out = scrub_paths(text, known, repo)
     assert out == ("data/places/lists/train.txt data/places PATH/TO/m.pt PATH/TO/w/ "
                    "--data-dir data/c100 --out PATH/TO/o cwd . 45 s /epoch 1/2 http://h/x\n")
+
+
+def test_scrub_paths_warns_when_two_outside_folders_publish_under_one_name(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    a, b = tmp_path / "a" / "cifar", tmp_path / "b" / "cifar"
+    with pytest.warns(UserWarning, match=r"one name 'data/cifar'.*a/cifar.*b/cifar"):
+        scrub_paths(f"{a} {b}", [(str(a), True), (str(b), True)], repo)
+    # one folder under two spellings, or a list file inside a published folder, is no clash
+    b.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = scrub_paths(f"{b} {tmp_path}/link", [(str(b), True), (str(tmp_path / "link"), True),
+                                                    (f"{b}/lists/cifar", True)], repo)
+    assert out == "data/cifar data/link"
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
