@@ -13,7 +13,7 @@ from lt_registry.grid import expand_grid
 from lt_registry.grid.figure import plot_results
 from lt_registry.grid.results import (RESULT_COLUMNS, Group, aggregate, collect_results, format_duration,
                                       load_paper_tables, paper_reference, paper_tables, publish, read_grid_json,
-                                      recorded_cells, results_markdown, write_results_csv)
+                                      recorded_cells, report_header, results_markdown, write_results_csv)
 from lt_registry.metrics.table import metric_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,3 +160,16 @@ def test_published_results_are_reproduced_from_their_run_folders(folder):
         for k, v in want.items():
             if k not in ("run_dir", "log"):
                 assert str("" if got[k] is None else got[k]) == v, (want["name"], k)
+
+
+def test_report_header_counts_the_last_invocations_run_resumed_and_skipped_cells():
+    inv = {"command": "python recipes/ablation.py --grid g.yaml", "cwd": ".", "git_commit": "abc1234",
+           "hardware": {}, "wall_s": 65.0, "ran": ["a"], "resumed": ["b", "c"], "skipped": ["d"], "jobs": 1,
+           "threads_per_job": 2, "started": "t0", "finished": "t1"}
+    header = report_header({"invocations": [inv]}, {"a": {"wall_s": 60.0}, "b": {"wall_s": 5.0}}, "runs")
+    wall = next(h for h in header if h.startswith("wall time"))
+    assert "(1 cells run, 2 resumed, 1 skipped as finished; 1 job(s) at once, 2 thread(s) each)" in wall
+    assert wall.endswith("1m05s summed over cells")
+    inv.pop("resumed")
+    wall = next(h for h in report_header({"invocations": [inv]}, {}, "runs") if h.startswith("wall time"))
+    assert "(1 cells run, 1 skipped as finished;" in wall

@@ -488,7 +488,9 @@ def report_header(record: Mapping[str, Any], records: Mapping[str, Mapping[str, 
         header.append(f"git commit: {commit}")
         header.append(f"hardware: {hardware_line(last.get('hardware') or {})}")
         header.append(f"wall time: {format_duration(last.get('wall_s'))} for the last invocation "
-                      f"({len(last.get('ran', []))} cells run, {len(last.get('skipped', []))} skipped as finished; "
+                      f"({len(last.get('ran', []))} cells run, "
+                      + (f"{len(last['resumed'])} resumed, " if last.get("resumed") else "")
+                      + f"{len(last.get('skipped', []))} skipped as finished; "
                       f"{last.get('jobs')} job(s) at once, {last.get('threads_per_job')} thread(s) each); "
                       f"{format_duration(sum(r.get('wall_s') or 0 for r in records.values()))} summed over cells")
         header.append(f"started {last.get('started')}, finished {last.get('finished') or '(running)'}; "
